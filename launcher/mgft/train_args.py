@@ -51,4 +51,4 @@ def from_argv(argv: Sequence[str], prog: str = "mgft-train") -> TrainSpec:
         first = err.errors()[0]
         name = str(first["loc"][0]) if first["loc"] else "?"
         parser.error(f"{flag_for(name)} {given.get(name)!r}: {first['msg']}")
-        raise AssertionError("unreachable")  # parser.error exits
+        raise AssertionError("unreachable") from None  # parser.error exits

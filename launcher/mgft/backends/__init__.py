@@ -1,0 +1,19 @@
+"""Submitters: thin wrappers that hold the side effects. Loaded lazily by name, so the CLI
+never imports the kubernetes client or submitit unless that backend is used."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from mgft.spec import Backend
+
+_MODULES = {
+    Backend.LOCAL: "mgft.backends.local",
+    Backend.SLURM: "mgft.backends.slurm",
+    Backend.K8S: "mgft.backends.k8s",
+}
+
+
+def load(backend: Backend) -> ModuleType:
+    return importlib.import_module(_MODULES[backend])

@@ -1,0 +1,87 @@
+"""Run the rendered torchrun command on this machine and return the trainer's exit code."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import IO
+
+from mgft.errors import SubmitError
+from mgft.render.local import LocalCommand, local_command
+from mgft.spec import JobSpec
+
+# torchrun reports the first failed worker as "Root Cause ... exitcode  : 3 (pid: 123)".
+_ROOT_CAUSE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
+_FAILED_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
+
+
+def torchrun_path() -> str:
+    """torchrun from this interpreter's environment first, so a venv's mgft uses its torch."""
+    beside = Path(sys.executable).with_name("torchrun")
+    found = str(beside) if beside.is_file() else shutil.which("torchrun")
+    if found is None:
+        raise SubmitError("torchrun not found: the local backend runs the trainer on this "
+                          "machine; install it with `pip install 'mgft[train]'`")
+    return found
+
+
+class _FailureScan:
+    """Reads torchrun's failure summary to recover the failed worker's own exit code."""
+
+    def __init__(self) -> None:
+        self.in_root_cause = False
+        self.exit_code: int | None = None
+        self.rank: int | None = None
+
+    def feed(self, line: str) -> None:
+        if "Root Cause" in line:
+            self.in_root_cause = True
+        elif self.in_root_cause and self.rank is None and (m := _FAILED_RANK.match(line)):
+            self.rank = int(m.group(1))
+        elif self.in_root_cause and self.exit_code is None and (m := _ROOT_CAUSE.match(line)):
+            self.exit_code = int(m.group(1))
+
+
+def _pump(src: IO[str], dst: IO[str], scan: _FailureScan | None) -> None:
+    for line in src:
+        dst.write(line)
+        dst.flush()
+        if scan is not None:
+            scan.feed(line)
+
+
+def run(command: LocalCommand, cwd: Path | None = None) -> int:
+    argv = [torchrun_path(), *command.argv[1:]]
+    env = os.environ | command.env
+    if sys.stdout.isatty():
+        env.setdefault("TTY_COMPATIBLE", "1")  # rich draws live progress bars through the pipe
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace")
+    assert proc.stdout is not None and proc.stderr is not None
+    scan = _FailureScan()
+    threads = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout, None)),
+               threading.Thread(target=_pump, args=(proc.stderr, sys.stderr, scan))]
+    for t in threads:
+        t.start()
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(2)  # torchrun forwards SIGINT to its workers and cleans up
+        code = proc.wait()
+    for t in threads:
+        t.join()
+    if code != 0 and scan.exit_code is not None:
+        where = f" (rank {scan.rank})" if scan.rank is not None else ""
+        print(f"mgft: trainer exited with code {scan.exit_code}{where}; every rank's output "
+              f"is under {command.log_dir}", file=sys.stderr)
+        return scan.exit_code
+    return code
+
+
+def submit(spec: JobSpec) -> int:
+    return run(local_command(spec))

@@ -1,0 +1,158 @@
+"""Build the one validated `JobSpec` from a YAML file, CLI flags and `--set` overrides.
+
+Precedence, lowest first: field defaults, the YAML file, flags, `--set a.b=c`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import TypeAdapter, ValidationError
+
+from mgft import validate
+from mgft.errors import SpecError
+from mgft.flags import display_name
+from mgft.names import derive_name
+from mgft.spec import Backend, JobSpec, K8sSpec, Resources, SlurmSpec, Strategy, TrainSpec
+
+_SECTIONS: dict[str, type] = {
+    "train": TrainSpec, "resources": Resources, "k8s": K8sSpec, "slurm": SlurmSpec}
+
+
+@functools.cache
+def _adapter() -> TypeAdapter[JobSpec]:
+    return TypeAdapter(JobSpec)
+
+
+def json_schema() -> dict[str, Any]:
+    schema = _adapter().json_schema()
+    schema["title"] = "mgft job"
+    return schema
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise SpecError("--config", str(path), err.strerror or "cannot be read",
+                        "pass an existing YAML file") from None
+    except yaml.YAMLError as err:
+        raise SpecError("--config", str(path), f"is not valid YAML ({err})",
+                        "fix the syntax at the position shown") from None
+    if not isinstance(data, dict):
+        raise SpecError("--config", str(path), "must hold a mapping of options",
+                        "see `mgft config schema`")
+    return data
+
+
+def set_path(raw: dict[str, Any], dotted: str, value: Any, origin: str) -> None:
+    """Set `a.b.c` in a nested dict, creating sections as needed."""
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise SpecError(origin, dotted, f"'{part}' is a value, not a section",
+                            "set the value itself, e.g. --set train.lr=1e-4")
+        node = child
+    node[leaf] = value
+
+
+def parse_set(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or not key:
+        raise SpecError("--set", item, "is not KEY=VALUE", "write e.g. --set train.lr=1e-4")
+    # YAML typing, so `--set resources.gpus=4` is an int and `--set name=null` clears it.
+    try:
+        return key.strip(), yaml.safe_load(text) if text else ""
+    except yaml.YAMLError:
+        return key.strip(), text
+
+
+def merge(file_data: Mapping[str, Any], flags: Mapping[str, Any],
+          overrides: Iterable[str]) -> dict[str, Any]:
+    """Combine the sources into one raw dict (flags keyed by dotted path)."""
+    raw: dict[str, Any] = _deep_copy(file_data)
+    for path, value in flags.items():
+        set_path(raw, path, value, display_name(path))
+    for item in overrides:
+        key, value = parse_set(item)
+        set_path(raw, key, value, "--set")
+    return raw
+
+
+def build_spec(raw: Mapping[str, Any]) -> JobSpec:
+    """The one place a JobSpec is created: types, defaults, derived fields, rules."""
+    try:
+        spec = _adapter().validate_python(dict(raw))
+    except ValidationError as err:
+        raise _spec_error(err, raw) from None
+    spec = _fill_derived(spec)
+    validate.check(spec)
+    return spec
+
+
+def _fill_derived(spec: JobSpec) -> JobSpec:
+    res = spec.resources
+    if res.nproc_per_node is None:
+        one_per_gpu = res.gpus > 0 and spec.train.strategy is not Strategy.MP
+        res = dataclasses.replace(res, nproc_per_node=res.gpus if one_per_gpu else 1)
+        spec = dataclasses.replace(spec, resources=res)
+    if spec.name is None:
+        canonical = _adapter().dump_python(spec, mode="json")
+        spec = dataclasses.replace(spec, name=derive_name(spec.train.model, canonical))
+    return spec
+
+
+def check_local_inputs(spec: JobSpec) -> None:
+    """Local runs read the model and data from this machine: check they exist first."""
+    if spec.backend is not Backend.LOCAL:
+        return
+    if not Path(spec.train.model, "config.json").is_file():
+        raise SpecError("--model", spec.train.model, "no model directory with a config.json there",
+                        "pass a local model directory (config, weights and tokenizer)")
+    if not Path(spec.train.dataset).is_file():
+        raise SpecError("--dataset", spec.train.dataset, "file not found",
+                        "pass an existing alpaca-style .jsonl file")
+
+
+def _spec_error(err: ValidationError, raw: Mapping[str, Any]) -> SpecError:
+    first = err.errors()[0]
+    path = ".".join(str(p) for p in first["loc"])
+    name, kind, ctx = display_name(path), first["type"], first.get("ctx", {})
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        close = difflib.get_close_matches(path, _known_paths(), n=1)
+        fix = f"did you mean '{close[0]}'?" if close else "see `mgft config schema`"
+        return SpecError(name, first["input"], "unknown option", fix)
+    if kind in ("missing", "missing_keyword_argument"):
+        return SpecError(name, None, "is required", f"pass {name} (or set {path} in the YAML file)")
+    fixes = {
+        "greater_than_equal": f"use {ctx.get('ge')} or more",
+        "greater_than": f"use a value above {ctx.get('gt')}",
+        "less_than_equal": f"use {ctx.get('le')} or less",
+        "less_than": f"use a value below {ctx.get('lt')}",
+        "enum": f"use one of: {ctx.get('expected')}",
+        "int_parsing": "use a whole number",
+        "int_from_float": "use a whole number",
+        "float_parsing": "use a number, e.g. 2e-4",
+        "string_too_short": "give a non-empty value",
+    }
+    problem = "not one of the choices" if kind == "enum" else first["msg"].lower()
+    return SpecError(name, first.get("input"), problem,
+                     fixes.get(kind, "see `mgft config schema` for the accepted values"))
+
+
+def _known_paths() -> list[str]:
+    top = [f.name for f in dataclasses.fields(JobSpec) if f.name not in _SECTIONS]
+    return top + [f"{section}.{f.name}" for section, cls in _SECTIONS.items()
+                  for f in dataclasses.fields(cls)]
+
+
+def _deep_copy(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: _deep_copy(v) if isinstance(v, Mapping) else v for k, v in data.items()}

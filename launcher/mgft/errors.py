@@ -1,0 +1,15 @@
+"""Errors a user can act on: each names the field, the bad value and the fix."""
+
+from __future__ import annotations
+
+
+class SpecError(ValueError):
+    """Invalid job options. The CLI prints it as one line and exits with code 2."""
+
+    def __init__(self, field: str, value: object, problem: str, fix: str) -> None:
+        self.field, self.value, self.problem, self.fix = field, value, problem, fix
+        super().__init__(f"{field} {value!r}: {problem}; {fix}")
+
+
+class SubmitError(RuntimeError):
+    """A backend could not submit or run a job for a reason the user can fix."""

@@ -1,0 +1,41 @@
+"""The torchrun command that `--backend local` runs on this machine."""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import PurePath
+
+from mgft.render.common import job_env, trainer_argv
+from mgft.spec import JobSpec
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LocalCommand:
+    env: dict[str, str]
+    argv: list[str]
+    log_dir: str  # torchrun writes every rank's stdout/stderr here
+
+    def render(self) -> str:
+        words = [f"{k}={v}" for k, v in self.env.items()] + self.argv
+        return " ".join(shlex.quote(w) for w in words) + "\n"
+
+
+def local_command(spec: JobSpec) -> LocalCommand:
+    log_dir = str(PurePath(spec.train.output, "logs"))
+    argv = [
+        "torchrun",
+        "--standalone",  # a free local port: never collides with another job's 29500
+        "--nnodes=1",
+        f"--nproc-per-node={spec.nproc_per_node}",
+        # Every rank's output goes to its own file under the log dir; rank 0 also to the console.
+        f"--log-dir={log_dir}",
+        "--tee=3",
+        "--local-ranks-filter=0",
+        *trainer_argv(spec),
+    ]
+    return LocalCommand(env=job_env(spec), argv=argv, log_dir=log_dir)
+
+
+def render_local(spec: JobSpec) -> str:
+    return local_command(spec).render()

@@ -1,0 +1,131 @@
+"""Rules across fields that types alone cannot express. Pure: no I/O.
+
+Each rule raises `SpecError` naming the field as the user wrote it, the value, and the fix.
+"""
+
+from __future__ import annotations
+
+import re
+
+from mgft.envcontract import RESERVED
+from mgft.errors import SpecError
+from mgft.flags import display_name
+from mgft.names import DNS1035, MAX_NAME_LEN
+from mgft.spec import Backend, JobSpec, Strategy
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+_SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
+# A docker image reference: registry/path:tag@digest, no spaces or shell specials.
+_IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+_GPU_ONLY = {
+    Strategy.MP: "mp splits one model across the GPUs of a node",
+    Strategy.ZERO3_OFFLOAD: "zero3-offload moves GPU state to CPU memory, and on CPU "
+    "everything is there already",
+}
+
+
+def _fail(path: str, value: object, problem: str, fix: str) -> None:
+    raise SpecError(display_name(path), value, problem, fix)
+
+
+def check(spec: JobSpec) -> None:
+    _check_strings(spec)
+    _check_name(spec)
+    _check_processes(spec)
+    _check_env(spec)
+    if spec.backend is Backend.LOCAL:
+        _check_local(spec)
+    elif spec.backend is Backend.K8S:
+        _check_k8s(spec)
+    elif spec.backend is Backend.SLURM:
+        _check_slurm(spec)
+
+
+def _check_strings(spec: JobSpec) -> None:
+    texts = {f"train.{k}": getattr(spec.train, k) for k in ("model", "dataset", "output")}
+    texts |= {f"env.{k}": v for k, v in spec.env.items()}
+    for path, value in texts.items():
+        if "\x00" in value:
+            _fail(path, value, "contains a NUL byte, which no path or argument can hold",
+                  "remove it")
+
+
+def _check_name(spec: JobSpec) -> None:
+    name = spec.job_name
+    if len(name) > MAX_NAME_LEN or not DNS1035.match(name):
+        _fail("name", name, f"not a DNS-1035 label of at most {MAX_NAME_LEN} characters",
+              "use lowercase letters, digits and '-', starting with a letter and ending "
+              "with a letter or digit, e.g. 'llama-lora-1'")
+
+
+def _check_processes(spec: JobSpec) -> None:
+    gpus, nproc = spec.resources.gpus, spec.nproc_per_node
+    strategy = spec.train.strategy
+    if gpus == 0 and strategy in _GPU_ONLY:
+        _fail("train.strategy", strategy.value, f"needs GPUs ({_GPU_ONLY[strategy]})",
+              "set --gpus 2 or more, or pick --strategy ddp, fsdp, zero2 or zero3 for CPU")
+    if strategy is Strategy.MP:
+        if gpus < 2:
+            _fail("resources.gpus", gpus, "--strategy mp splits the model across GPUs",
+                  "set --gpus 2 or more")
+        if nproc != 1:
+            _fail("resources.nproc_per_node", nproc,
+                  "--strategy mp runs one process per node that sees all its GPUs",
+                  "drop --nproc-per-node or set it to 1")
+    elif gpus > 0 and nproc != gpus:
+        _fail("resources.nproc_per_node", nproc,
+              f"--strategy {strategy.value} runs one process per GPU and --gpus is {gpus}",
+              f"drop --nproc-per-node or set it to {gpus}")
+
+
+def _check_env(spec: JobSpec) -> None:
+    for key in spec.env:
+        if not _ENV_NAME.match(key):
+            _fail(f"env.{key}", key, "not a valid environment variable name",
+                  "use letters, digits and '_', not starting with a digit")
+        if key in RESERVED:
+            _fail(f"env.{key}", key, "set by mgft or torchrun for every process",
+                  "remove it; use the matching mgft option instead")
+
+
+def _check_local(spec: JobSpec) -> None:
+    if spec.resources.nodes != 1:
+        _fail("resources.nodes", spec.resources.nodes, "--backend local runs on this machine only",
+              "use --nodes 1, or --backend slurm or k8s for several nodes")
+
+
+def _check_k8s(spec: JobSpec) -> None:
+    if spec.image is None:
+        _fail("image", None, "--backend k8s needs the container image that holds the trainer",
+              "pass --image, e.g. --image ghcr.io/acme/mgft:cuda")
+    _check_image(spec)
+    ns = spec.k8s.namespace
+    if len(ns) > 63 or "." in ns or not _DNS1123.match(ns):
+        _fail("k8s.namespace", ns, "not a valid namespace (a DNS-1123 label)",
+              "use lowercase letters, digits and '-', at most 63 characters")
+    if not _QUANTITY.match(spec.k8s.shm_size):
+        _fail("k8s.shm_size", spec.k8s.shm_size, "not a Kubernetes quantity",
+              "use a size such as 16Gi or 512Mi")
+    if not _DNS1123.match(spec.k8s.runtime):
+        _fail("k8s.runtime", spec.k8s.runtime, "not a valid runtime name",
+              "use the name of a ClusterTrainingRuntime, e.g. torch-distributed")
+
+
+def _check_slurm(spec: JobSpec) -> None:
+    _check_image(spec)
+    part = spec.slurm.partition
+    if part is not None and not _SLURM_NAME.match(part):
+        _fail("slurm.partition", part, "not a Slurm partition name",
+              "use letters, digits, '_', '.' and '-' (see `sinfo -s`)")
+    if not _SLURM_TIME.match(spec.slurm.time):
+        _fail("slurm.time", spec.slurm.time, "not a Slurm time limit",
+              "use minutes, HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
+
+
+def _check_image(spec: JobSpec) -> None:
+    if spec.image is not None and not _IMAGE.match(spec.image):
+        _fail("image", spec.image, "not a container image reference",
+              "use registry/name:tag, e.g. ghcr.io/acme/mgft:cuda")

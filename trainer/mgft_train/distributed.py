@@ -1,0 +1,83 @@
+"""The process group: which device and backend this rank uses, and a teardown gloo survives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from mgft.envcontract import MGFT_DEVICE, DistEnv, LaunchEnv
+
+from mgft_train.errors import UsageError
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Dist:
+    """This process's place in the job, after the process group (if any) is up."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    backend: str  # "gloo", "nccl", or "none" for a single process without a group
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def grouped(self) -> bool:
+        return self.backend != "none"
+
+
+def resolve_device(launch: LaunchEnv, env: DistEnv) -> torch.device:
+    """MGFT_DEVICE=cpu|cuda, or auto: CUDA when there is one. One GPU per rank, by local rank."""
+    want = launch.device
+    if want == "auto":
+        want = "cuda" if torch.cuda.is_available() else "cpu"
+    if want == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UsageError(MGFT_DEVICE, "cuda", "torch sees no CUDA device",
+                         f"run on a GPU node, or set {MGFT_DEVICE}=cpu")
+    if env.local_rank >= torch.cuda.device_count():
+        raise UsageError("LOCAL_RANK", env.local_rank,
+                         f"only {torch.cuda.device_count()} CUDA devices are visible",
+                         "start at most one process per visible GPU (--nproc-per-node)")
+    return torch.device("cuda", env.local_rank)
+
+
+def init(env: DistEnv, device: torch.device) -> Dist:
+    """Join the process group torchrun describes; a plain `python -m` run joins none."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)  # before init, so NCCL binds this rank to its own GPU
+    if not env.distributed:
+        return Dist(rank=0, local_rank=0, world_size=1, device=device, backend="none")
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    kwargs = {"device_id": device} if device.type == "cuda" else {}
+    dist.init_process_group(backend=backend, **kwargs)
+    return Dist(rank=dist.get_rank(), local_rank=env.local_rank,
+                world_size=dist.get_world_size(), device=device, backend=dist.get_backend())
+
+
+def teardown(ctx: Dist) -> None:
+    """Every rank must get here. Without the barrier, gloo aborts at random at exit
+    ("terminate called without an active exception") in about 1 run of 4."""
+    if ctx.grouped:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def abandon(ctx: Dist) -> None:
+    """On failure: no barrier, since the other ranks may never reach it."""
+    if ctx.grouped and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce(values: list[float], ctx: Dist, op: str = "sum") -> list[float]:
+    """Reduce a few scalars across ranks in one collective (float64: token counts stay exact)."""
+    if not ctx.grouped:
+        return list(values)
+    t = torch.tensor(values, dtype=torch.float64, device=ctx.device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM if op == "sum" else dist.ReduceOp.MAX)
+    return t.tolist()
