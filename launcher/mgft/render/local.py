@@ -17,8 +17,10 @@ class LocalCommand:
     log_dir: str  # torchrun writes every rank's stdout/stderr here
 
     def render(self) -> str:
-        words = [f"{k}={v}" for k, v in self.env.items()] + self.argv
-        return " ".join(shlex.quote(w) for w in words) + "\n"
+        # NAME=value prefixes stay assignments only with the name unquoted; names are
+        # validated identifiers, values are quoted.
+        assignments = [f"{k}={shlex.quote(v)}" for k, v in self.env.items()]
+        return " ".join(assignments + [shlex.quote(w) for w in self.argv]) + "\n"
 
 
 def local_command(spec: JobSpec) -> LocalCommand:
