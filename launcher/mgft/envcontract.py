@@ -52,10 +52,11 @@ class DistEnv:
     local_world_size: int = 1
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
+    launched: bool = False  # started by torchrun (or similar), even with one process
 
     @property
     def distributed(self) -> bool:
-        return self.world_size > 1 or "RANK" in os.environ
+        return self.launched or self.world_size > 1
 
     @property
     def is_main(self) -> bool:
@@ -73,4 +74,4 @@ class DistEnv:
         return cls(rank=int(env.get("RANK", "0")), local_rank=int(env.get("LOCAL_RANK", "0")),
                    world_size=world, local_world_size=int(env.get("LOCAL_WORLD_SIZE", str(world))),
                    master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                   master_port=int(env.get("MASTER_PORT", "29500")))
+                   master_port=int(env.get("MASTER_PORT", "29500")), launched="RANK" in env)

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import re
+
+_PLAIN = re.compile(r"[\w./:@+,-]+")
+
+
+def show(value: object) -> str:
+    """A value as the user would type it; quoted only when it holds anything unusual."""
+    if isinstance(value, str) and _PLAIN.fullmatch(value):
+        return value
+    return repr(value)
+
 
 class SpecError(ValueError):
     """Invalid job options. The CLI prints it as one line and exits with code 2."""
 
     def __init__(self, field: str, value: object, problem: str, fix: str) -> None:
         self.field, self.value, self.problem, self.fix = field, value, problem, fix
-        super().__init__(f"{field} {value!r}: {problem}; {fix}")
+        super().__init__(f"{field} {show(value)}: {problem}; {fix}")
 
 
 class SubmitError(RuntimeError):

@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+import yaml
+from click.testing import CliRunner
+from mgft.cli import main, render, submit
+
+from tests.launcher.render import cases
+
+K8S = ["--backend", "k8s", "--gpus", "4", "--nodes", "2", "--strategy", "zero2",
+       "--model", "/models/llama", "--dataset", "/data/train.jsonl", "--image",
+       "ghcr.io/acme/mgft:cuda"]
+REQUIRED_FLAGS = [
+    "--backend", "--gpus", "--nodes", "--nproc-per-node", "--strategy", "--tuning", "--model",
+    "--dataset", "--output", "--max-steps", "--epochs", "--lr", "--micro-batch",
+    "--grad-accum", "--seq-len", "--image", "--name", "--namespace", "--partition", "--config",
+    "--set",
+]
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.mark.parametrize("command", [render, submit])
+def test_required_flags_exist_and_all_have_help(command: click.Command) -> None:
+    flags = {opt for p in command.params for opt in p.opts}
+    assert set(REQUIRED_FLAGS) <= flags
+    assert all(p.help for p in command.params if isinstance(p, click.Option))
+
+
+def test_render_k8s_matches_the_renderer() -> None:
+    result = invoke("render", *K8S)
+    assert result.exit_code == 0, result.output
+    expected = (Path(__file__).parent / "render/golden/pytorchjob-zero2-2x4.yaml").read_text()
+    assert result.output == expected
+    trainjob = yaml.safe_load(invoke("render", *K8S, "--k8s-api", "trainjob").output)
+    assert trainjob["kind"] == "TrainJob"
+
+
+def test_config_file_and_set(tmp_path: Path) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text(yaml.safe_dump({"backend": "slurm", "train": {
+        "model": "/m", "dataset": "/d.jsonl", "strategy": "fsdp"}, "resources": {"gpus": 8}}))
+    result = invoke("render", "--config", str(config), "--nodes", "2", "--set",
+                    "slurm.partition=big", "--set", "train.max_steps=9")
+    assert result.exit_code == 0, result.output
+    assert "#SBATCH --partition=big" in result.output and "--max-steps=9" in result.output
+    assert "--strategy=fsdp" in result.output and "#SBATCH --gpus-per-node=8" in result.output
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--nodes", "0"], "--nodes 0"),
+    (["--strategy", "zero4"], "--strategy zero4: not one of the choices"),
+    (["--name", "Not_A_Label"], "--name Not_A_Label: not a DNS-1035"),
+    (["--backend", "local", "--gpus", "0", "--strategy", "mp"], "--strategy mp: needs GPUs"),
+    (["--backend", "local", "--gpus", "0", "--dataset", "/no/such.jsonl"], "--dataset"),
+    (["--env", "NOEQUALS"], "--env NOEQUALS: is not KEY=VALUE"),
+])
+@pytest.mark.parametrize("command", ["render", "submit"])
+def test_bad_input_is_one_line_and_exit_2(command: str, args: list[str], needle: str,
+                                          tmp_path: Path) -> None:
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text("{}")
+    base = ["--model", str(tmp_path / "model"), "--dataset", "/no/such.jsonl"]
+    result = subprocess.run([sys.executable, "-m", "mgft.cli", command, *base, *args],
+                            capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stdout == "", "nothing may be rendered before validation passes"
+    assert result.stderr.startswith("mgft: error: ") and needle in result.stderr
+    assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_submit_to_cluster_backends_says_how_to_do_it_for_now() -> None:
+    result = subprocess.run([sys.executable, "-m", "mgft.cli", "submit", *K8S],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "kubectl create -f -" in result.stderr
+
+
+def test_config_schema_is_json_schema() -> None:
+    schema = json.loads(invoke("config", "schema").output)
+    assert schema["title"] == "mgft job" and "train" in schema["properties"]
+
+
+def test_cli_imports_nothing_heavy_even_after_rendering_every_backend() -> None:
+    code = f"""
+import sys
+from mgft.cli import main
+for args in ({K8S!r}, {K8S!r} + ["--k8s-api", "trainjob"],
+             ["--backend", "slurm", "--model", "m", "--dataset", "d"],
+             ["--backend", "local", "--gpus", "0", "--model", "m", "--dataset", "d"]):
+    try:
+        main(["render", *args], standalone_mode=False)
+    except SystemExit:
+        pass
+heavy = ("torch", "transformers", "kubernetes", "submitit", "deepspeed", "peft", "numpy")
+print(sorted(m for m in heavy if m in sys.modules))
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_version() -> None:
+    assert invoke("--version").output.strip() == "mgft, version 0.1.0"
+
+
+def test_cases_module_matches_cli_defaults() -> None:
+    """The golden cases go through build_spec exactly like the CLI does."""
+    spec = cases.k8s("pytorchjob")["zero2-2x4"]
+    assert spec.k8s.namespace == "default" and spec.train.output == "output"

@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+import pytest
+from mgft.spec import Strategy, TrainSpec, Tuning
+from mgft.train_args import from_argv, to_argv
+
+
+def test_round_trip_with_hostile_values() -> None:
+    train = TrainSpec(model="-m --dataset=x", dataset="a\nb c", output="'$(x)'",
+                      strategy=Strategy.ZERO3, tuning=Tuning.FULL, max_steps=7, lr=3e-5)
+    assert from_argv(to_argv(train)) == train
+
+
+def test_every_field_is_written() -> None:
+    argv = to_argv(TrainSpec(model="m", dataset="d", max_steps=3))
+    assert [a.split("=", 1)[0] for a in argv] == [
+        "--model", "--dataset", "--output", "--strategy", "--tuning", "--max-steps", "--epochs",
+        "--lr", "--micro-batch", "--grad-accum", "--seq-len", "--seed", "--lora-r",
+        "--lora-alpha", "--lora-dropout"]
+
+
+def test_deepspeed_local_rank_is_accepted() -> None:
+    assert from_argv(["--model=m", "--dataset=d", "--local_rank=3"]).model == "m"
+
+
+def test_bad_value_exits_2_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        from_argv(["--model=m", "--dataset=d", "--micro-batch=0"])
+    assert exit_.value.code == 2
+    assert "--micro-batch '0'" in capsys.readouterr().err

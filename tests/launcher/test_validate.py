@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from mgft.config import build_spec, merge
+from mgft.errors import SpecError
+
+BASE = {"train.model": "/m", "train.dataset": "/d.jsonl"}
+
+
+def fails(**flags: Any) -> SpecError:
+    with pytest.raises(SpecError) as err:
+        build_spec(merge({}, BASE | flags, []))
+    return err.value
+
+
+@pytest.mark.parametrize("flags,field,value,fix", [
+    ({"resources.nodes": 0}, "--nodes", 0, "1 or more"),
+    ({"train.strategy": "zero4"}, "--strategy", "zero4", "zero2"),
+    ({"name": "Bad_Name"}, "--name", "Bad_Name", "lowercase"),
+    ({"name": "a" * 49}, "--name", "a" * 49, "lowercase"),
+    ({"resources.gpus": 0, "train.strategy": "mp"}, "--strategy", "mp", "--gpus 2"),
+    ({"resources.gpus": 0, "train.strategy": "zero3-offload"}, "--strategy", "zero3-offload",
+     "--gpus"),
+    ({"resources.gpus": 4, "resources.nproc_per_node": 2}, "--nproc-per-node", 2, "set it to 4"),
+    ({"resources.gpus": 1, "train.strategy": "mp"}, "--gpus", 1, "--gpus 2"),
+    ({"resources.gpus": 2, "train.strategy": "mp", "resources.nproc_per_node": 2},
+     "--nproc-per-node", 2, "set it to 1"),
+    ({"resources.nodes": 2}, "--nodes", 2, "--backend slurm or k8s"),
+    ({"backend": "k8s"}, "--image", None, "--image"),
+    ({"backend": "k8s", "image": "a b"}, "--image", "a b", "registry/name:tag"),
+    ({"backend": "k8s", "image": "r/i", "k8s.namespace": "Team"}, "--namespace", "Team",
+     "lowercase"),
+    ({"backend": "k8s", "image": "r/i", "k8s.shm_size": "8 GB"}, "--shm-size", "8 GB", "16Gi"),
+    ({"backend": "slurm", "slurm.partition": "gpu;rm"}, "--partition", "gpu;rm", "sinfo"),
+    ({"backend": "slurm", "slurm.time": "1h"}, "--time", "1h", "HH:MM:SS"),
+    ({"env.RANK": "3"}, "--env RANK", "RANK", "remove it"),
+    ({"env.1BAD": "x"}, "--env 1BAD", "1BAD", "letters"),
+    ({"train.model": "a\x00b"}, "--model", "a\x00b", "remove it"),
+    ({"train.lr": "fast"}, "--lr", "fast", "number"),
+    ({"train.micro_batch": 0}, "--micro-batch", 0, "1 or more"),
+])
+def test_error_names_field_value_and_fix(flags: dict, field: str, value: Any, fix: str) -> None:
+    err = fails(**flags)
+    assert (err.field, err.value) == (field, value)
+    assert fix in err.fix, err.fix
+
+
+@pytest.mark.parametrize("flags", [
+    {"resources.gpus": 0, "resources.nproc_per_node": 2},
+    {"resources.gpus": 8, "train.strategy": "zero3"},
+    {"resources.gpus": 2, "train.strategy": "mp"},
+    {"backend": "slurm", "resources.nodes": 4, "slurm.time": "2-00:00:00",
+     "slurm.partition": "a.b"},
+    {"backend": "k8s", "image": "ghcr.io/a/b:c@sha256:00", "resources.nodes": 8},
+    {"train.model": "-weird path/with 'quotes'", "env.HF_HOME": "$(not run)"},
+])
+def test_valid_combinations_pass(flags: dict) -> None:
+    build_spec(merge({}, BASE | flags, []))
