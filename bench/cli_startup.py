@@ -1,0 +1,65 @@
+"""How long `mgft render` takes per backend, next to a bare `python -c pass` in the same run.
+
+Usage: python bench/cli_startup.py [--repeats N] [--out bench/results/cli_startup.json]
+Target: every render under 0.5 s wall on a laptop-class core.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# Local renders check that the model and data exist, so point at small real files.
+_TMP = Path(tempfile.mkdtemp(prefix="mgft-bench-"))
+(_TMP / "model").mkdir()
+(_TMP / "model" / "config.json").write_text("{}")
+(_TMP / "train.jsonl").write_text("{}\n")
+JOB = ["--model", str(_TMP / "model"), "--dataset", str(_TMP / "train.jsonl")]
+CASES = {
+    "python -c pass (baseline)": [sys.executable, "-c", "pass"],
+    "render local": [sys.executable, "-m", "mgft.cli", "render", "--backend", "local",
+                     "--gpus", "0", "--nproc-per-node", "2", *JOB],
+    "render slurm": [sys.executable, "-m", "mgft.cli", "render", "--backend", "slurm",
+                     "--gpus", "8", "--nodes", "4", *JOB],
+    "render k8s pytorchjob": [sys.executable, "-m", "mgft.cli", "render", "--backend", "k8s",
+                              "--gpus", "4", "--nodes", "2", "--image", "r/i:t", *JOB],
+    "render k8s trainjob": [sys.executable, "-m", "mgft.cli", "render", "--backend", "k8s",
+                            "--k8s-api", "trainjob", "--image", "r/i:t", *JOB],
+}
+
+
+def wall(cmd: list[str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/cli_startup.json"))
+    args = parser.parse_args()
+    rows = {}
+    for name, cmd in CASES.items():
+        wall(cmd)  # warm the page cache
+        times = [wall(cmd) for _ in range(args.repeats)]
+        rows[name] = {"median_s": statistics.median(times), "max_s": max(times)}
+    print(f"{'command':<28} {'median s':>9} {'max s':>7}")
+    for name, row in rows.items():
+        print(f"{name:<28} {row['median_s']:>9.3f} {row['max_s']:>7.3f}")
+    result = {"python": platform.python_version(), "machine": platform.machine(),
+              "processor": platform.processor(), "repeats": args.repeats, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
