@@ -1,7 +1,9 @@
-"""Shared fixtures: golden files (`pytest --update-golden`) and the specs the tests render."""
+"""Shared fixtures: golden files (`pytest --update-golden`) and tiny model/data assets built
+once per session with no download (a random-init Llama, its tokenizer and alpaca rows)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,19 @@ def golden(request: pytest.FixtureRequest):
             "run `pytest --update-golden` and review the diff")
 
     return check
+
+
+@dataclass(frozen=True)
+class Tiny:
+    root: Path
+    model_dir: Path
+    data: Path
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
+    from mgft_train import tiny as tiny_mod
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = tiny_mod.build(root, rows=256, seed=0)
+    return Tiny(root=root, model_dir=root / "model", data=data)

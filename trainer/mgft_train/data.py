@@ -49,15 +49,15 @@ def load_rows(path: str | Path) -> list[Row]:
 
 
 def _parse_row(line: str, where: str) -> Row:
+    # Alpaca's own release is one .json array; say so rather than only "not an object".
+    hint = " (a .json array? write one object per line)" if line.lstrip()[:1] == "[" else ""
     try:
         obj = json.loads(line)
     except json.JSONDecodeError as err:
-        hint = " (a .json array? convert it to one object per line)" if line.lstrip()[:1] == "[" \
-            else ""
         raise UsageError("--dataset", where, f"invalid JSON: {err.msg}{hint}", ROW_FIX) from None
     if not isinstance(obj, dict):
-        raise UsageError("--dataset", where, f"row is a JSON {type(obj).__name__}, not an object",
-                         ROW_FIX)
+        raise UsageError("--dataset", where,
+                         f"row is a JSON {type(obj).__name__}, not an object{hint}", ROW_FIX)
     for key in ("instruction", "output"):
         if key not in obj:
             raise UsageError("--dataset", where, f"missing key {key!r}", ROW_FIX)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -51,7 +52,11 @@ def add_lora(model: torch.nn.Module, spec: TrainSpec) -> torch.nn.Module:
 
     config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
                         target_modules="all-linear", task_type="CAUSAL_LM")
-    return get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft asks transformers' deprecated is_gradient_checkpointing: once per rank, no news.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
+                                category=FutureWarning)
+        return get_peft_model(model, config)
 
 
 def count_params(model: torch.nn.Module) -> tuple[int, int]:

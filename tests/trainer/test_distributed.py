@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from mgft.envcontract import DistEnv, LaunchEnv
+from mgft_train import distributed
+from mgft_train.errors import UsageError
+
+
+def launch(device: str) -> LaunchEnv:
+    return LaunchEnv(device=device, job_name="t", backend="local")
+
+
+def test_cpu_is_cpu_and_auto_follows_cuda_availability():
+    assert distributed.resolve_device(launch("cpu"), DistEnv()) == torch.device("cpu")
+    auto = distributed.resolve_device(launch("auto"), DistEnv())
+    assert auto.type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_usage_error():
+    with pytest.raises(UsageError, match="^MGFT_DEVICE cuda: torch sees no CUDA device"):
+        distributed.resolve_device(launch("cuda"), DistEnv())
+
+
+def test_single_process_joins_no_group(single_process_env):
+    ctx = distributed.init(DistEnv.from_env(), torch.device("cpu"))
+    assert (ctx.backend, ctx.world_size, ctx.rank, ctx.grouped) == ("none", 1, 0, False)
+    assert not torch.distributed.is_initialized()
+    assert distributed.all_reduce([2.0, 3.0], ctx) == [2.0, 3.0]
+    distributed.teardown(ctx)  # a no-op, and must not raise

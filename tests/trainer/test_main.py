@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+from mgft_train.main import main
+
+
+def argv(tiny, output, *extra: str) -> list[str]:
+    return [f"--model={tiny.model_dir}", f"--dataset={tiny.data}", f"--output={output}", *extra]
+
+
+def test_unsupported_strategy_exits_2_with_one_line(tiny, tmp_path, capsys, single_process_env):
+    out = tmp_path / "out"
+    assert main(argv(tiny, out, "--strategy=zero2")) == 2
+    captured = capsys.readouterr()
+    assert captured.err == ("mgft-train: --strategy zero2: not implemented by this trainer "
+                            "version yet (ddp is); use --strategy ddp\n")
+    assert captured.out == ""
+    assert not out.exists()
+
+
+def test_output_holding_results_exits_2(tiny, tmp_path, capsys, single_process_env):
+    (tmp_path / "metrics.json").write_text("{}")
+    assert main(argv(tiny, tmp_path)) == 2
+    assert "--output" in capsys.readouterr().err
+    assert (tmp_path / "metrics.json").read_text() == "{}"
+
+
+def test_bad_dataset_row_exits_2_naming_the_line(tiny, tmp_path, capsys, single_process_env):
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n')
+    args = [f"--model={tiny.model_dir}", f"--dataset={data}", f"--output={tmp_path / 'o'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mgft-train: --dataset {data}:2: missing key 'output'")
+    assert err.count("\n") == 1
+
+
+def test_single_process_run_trains_without_a_group(tiny, tmp_path, capsys, single_process_env):
+    out = tmp_path / "out"
+    assert main(argv(tiny, out, "--max-steps=3", "--seq-len=64", "--lr=3e-3")) == 0
+    report = json.loads((out / "metrics.json").read_text())
+    assert (report["world_size"], report["backend"], report["strategy"]) == (1, "none", "single")
+    assert report["model_wrapper"] == "PeftModelForCausalLM"
+    assert report["steps"] == len(report["losses"]) == 3
+    assert 0 < report["trainable_params"] < report["total_params"]
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "metrics.json"]
+    assert f"saved {out / 'adapter'}" in capsys.readouterr().out
+
+
+STEPS = 25
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tiny, tmp_path_factory, cpu_job_env):
+    """One real 2-rank torchrun job on CPU/gloo; several tests read its results."""
+    out = tmp_path_factory.mktemp("ddp") / "out"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+           "-m", "mgft_train", *argv(tiny, out, f"--max-steps={STEPS}", "--micro-batch=4",
+                                     "--seq-len=64", "--lr=3e-3", "--seed=0")]
+    proc = subprocess.run(cmd, env=cpu_job_env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out, proc.stdout, json.loads((out / "metrics.json").read_text())
+
+
+@pytest.mark.e2e
+def test_two_ranks_really_ran_ddp_over_gloo_and_learned(ddp_run, tokenizer):
+    _, stdout, report = ddp_run
+    assert report["world_size"] == 2
+    assert report["backend"] == "gloo"
+    assert report["strategy"] == "ddp"
+    assert report["model_wrapper"] == "DistributedDataParallel"
+    assert report["steps"] == len(report["losses"]) == STEPS
+    # Uniform guessing over the vocabulary scores ln(V); learning means going clearly below it.
+    uniform = math.log(len(tokenizer))
+    assert report["last_loss"] < report["first_loss"] - 1.0
+    assert report["last_loss"] < uniform - 0.5
+    lines = stdout.splitlines()
+    assert sum(line.startswith("step ") for line in lines) == STEPS  # rank 0 only
+    assert sum(line.startswith("mgft-train: ") for line in lines) == 1
+
+
+@pytest.mark.e2e
+def test_two_ranks_counted_every_real_token_of_both_shards(ddp_run, tiny, tokenizer):
+    from mgft_train.data import encode, load_rows, make_loader, real_tokens
+
+    _, _, report = ddp_run
+    examples = encode(load_rows(tiny.data), tokenizer, seq_len=64)
+    expected = 0
+    for rank in (0, 1):
+        loader = make_loader(examples, micro_batch=4, pad_id=tokenizer.pad_token_id, rank=rank,
+                             world_size=2, seed=0)
+        assert len(loader) >= STEPS  # one epoch covers the run: no reshuffle to replay
+        expected += sum(real_tokens(b) for _, b in zip(range(STEPS), loader, strict=False))
+    assert report["tokens"] == expected
+    assert report["tokens_per_s"] == pytest.approx(report["tokens"] / report["elapsed_s"])
+
+
+@pytest.mark.e2e
+def test_first_loss_is_the_token_mean_over_both_ranks(ddp_run, tiny, tokenizer):
+    """Before step 1 every lora_B is zero, so the model is the base model: its loss on the two
+    ranks' first micro-batches, pooled over all their tokens, is what step 1 must log."""
+    import torch
+    from mgft_train.data import encode, label_tokens, load_rows, make_loader
+    from mgft_train.loop import loss_sum
+    from transformers import AutoModelForCausalLM
+
+    _, _, report = ddp_run
+    base = AutoModelForCausalLM.from_pretrained(tiny.model_dir, local_files_only=True).eval()
+    examples = encode(load_rows(tiny.data), tokenizer, seq_len=64)
+    total, count = 0.0, 0
+    for rank in (0, 1):
+        loader = make_loader(examples, micro_batch=4, pad_id=tokenizer.pad_token_id, rank=rank,
+                             world_size=2, seed=0)
+        first = next(iter(loader))
+        with torch.no_grad():
+            total += loss_sum(base, first).item()
+        count += label_tokens(first)
+    assert report["first_loss"] == pytest.approx(total / count, rel=1e-4)
+
+
+@pytest.mark.e2e
+def test_saved_adapter_reloads_and_holds_the_trained_weights(ddp_run, tiny, tokenizer):
+    import torch
+    from mgft_train.data import collate, encode, label_tokens, load_rows
+    from mgft_train.loop import loss_sum
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    out, _, _ = ddp_run
+    batch = collate(encode(load_rows(tiny.data)[:32], tokenizer, seq_len=64),
+                    pad_id=tokenizer.pad_token_id)
+
+    def mean_loss(model) -> float:
+        with torch.no_grad():
+            return loss_sum(model.eval(), batch).item() / label_tokens(batch)
+
+    base = AutoModelForCausalLM.from_pretrained(tiny.model_dir, local_files_only=True)
+    base_loss = mean_loss(base)
+    tuned = PeftModel.from_pretrained(base, out / "adapter")
+    lora_b = {n: p for n, p in tuned.named_parameters() if "lora_B" in n}
+    assert len(lora_b) == 2 * 7  # 2 layers x q k v o gate up down
+    # peft initialises every lora_B to zero, so any non-zero one was trained.
+    assert all(p.abs().max() > 0 for p in lora_b.values())
+    assert mean_loss(tuned) < base_loss - 0.5

@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+from mgft_train import tiny
+from mgft_train.data import load_rows, render_prompt
+
+
+def test_assets_reload_with_auto_classes(tiny):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny.model_dir, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(tiny.model_dir, local_files_only=True)
+    assert model.config.model_type == "llama"
+    assert model.config.vocab_size == len(tok)
+    assert len({tok.bos_token_id, tok.eos_token_id, tok.pad_token_id}) == 3
+    assert model.config.eos_token_id == tok.eos_token_id
+    assert sum(p.numel() for p in model.parameters()) < 500_000
+    row = load_rows(tiny.data)[0]
+    text = render_prompt(row) + row.output
+    assert tok.decode(tok(text, add_special_tokens=False)["input_ids"]) == text
+
+
+def test_dataset_rows_solve_their_task(tiny):
+    rows = load_rows(tiny.data)
+    assert len(rows) == 256
+    for row in rows:
+        assert row.output.split() == tiny_task(row.instruction, row.input.split())
+
+
+def tiny_task(instruction: str, words: list[str]) -> list[str]:
+    return tiny.TASKS[instruction](words)
+
+
+def test_rows_and_tokenizer_are_deterministic():
+    assert tiny.make_rows(20, seed=0) == tiny.make_rows(20, seed=0)
+    assert tiny.make_rows(20, seed=0) != tiny.make_rows(20, seed=1)
+    corpus = [render_prompt(r) + r.output for r in tiny.make_rows(50, seed=0)]
+    assert tiny.train_tokenizer(corpus).get_vocab() == tiny.train_tokenizer(corpus).get_vocab()
+
+
+def test_refuses_a_non_empty_dir_without_force(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert tiny.main(["--out", str(tmp_path)]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]

@@ -1,0 +1,3 @@
+from mgft_train.main import main
+
+raise SystemExit(main())
