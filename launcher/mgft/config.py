@@ -92,7 +92,7 @@ def build_spec(raw: Mapping[str, Any]) -> JobSpec:
     try:
         spec = _adapter().validate_python(dict(raw))
     except ValidationError as err:
-        raise _spec_error(err, raw) from None
+        raise _spec_error(err) from None
     spec = _fill_derived(spec)
     validate.check(spec)
     return spec
@@ -122,7 +122,7 @@ def check_local_inputs(spec: JobSpec) -> None:
                         "pass an existing alpaca-style .jsonl file")
 
 
-def _spec_error(err: ValidationError, raw: Mapping[str, Any]) -> SpecError:
+def _spec_error(err: ValidationError) -> SpecError:
     first = err.errors()[0]
     path = ".".join(str(p) for p in first["loc"])
     name, kind, ctx = display_name(path), first["type"], first.get("ctx", {})
