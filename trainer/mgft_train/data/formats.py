@@ -145,7 +145,8 @@ def _turn(item: Any, key: str, index: int, where: str, fix: str) -> dict[str, An
     if not isinstance(item, dict):
         raise UsageError("--dataset", where,
                          f"{key}[{index}] is a {type(item).__name__}, not an object", fix)
-    return item
+    # Arrow fills a turn's absent keys with None (its struct type is the union of all turns).
+    return {k: v for k, v in item.items() if v is not None}
 
 
 def _messages(obj: dict[str, Any], where: str, fix: str) -> Chat:
@@ -155,7 +156,7 @@ def _messages(obj: dict[str, Any], where: str, fix: str) -> Chat:
         label = f"messages[{i}]"
         _string(turn, "role", where, fix, label=label)
         _string(turn, "content", where, fix, label=label)
-        turns.append({k: v for k, v in turn.items() if v is not None})
+        turns.append(turn)
     return _chat(turns, where, fix)
 
 
