@@ -59,6 +59,17 @@ def test_flash_attention_and_unknown_kernels_get_one_flat_row():
     assert flat_rows(object())
 
 
+def test_the_trainers_lora_model_keeps_per_row_packing(tiny):
+    """main asks flat_rows of the peft-wrapped model: its config must show through."""
+    from mgft.spec import TrainSpec
+    from mgft_train.model import load_model
+
+    net = load_model(TrainSpec(model=str(tiny.model_dir), dataset="d"), torch.device("cpu"))
+    assert type(net).__name__ == "PeftModelForCausalLM"
+    assert net.config._attn_implementation == "sdpa"
+    assert not flat_rows(net)
+
+
 def per_token_losses(model, batch) -> torch.Tensor:
     """Loss of every predicted position (0 where ignored): (rows, width - 1)."""
     with torch.no_grad():

@@ -97,19 +97,22 @@ def _loads(line: str, where: str) -> Any:
     try:
         return json.loads(line)
     except json.JSONDecodeError as err:
-        # Alpaca's own release is one .json array; a .jsonl holding one says so at line 1.
-        hint = " (a .json array? name the file .json or write one object per line)" \
-            if line.lstrip()[:1] == "[" else ""
-        raise UsageError("--dataset", where, f"invalid JSON: {err.msg}{hint}", JSON_FIX) from None
+        raise UsageError("--dataset", where, f"invalid JSON: {err.msg}{_array_hint(line)}",
+                         JSON_FIX) from None
 
 
 def _object(obj: Any, where: str, line: str = "") -> dict[str, Any]:
     if not isinstance(obj, dict):
-        hint = " (a .json array? name the file .json or write one object per line)" \
-            if line.lstrip()[:1] == "[" else ""
-        raise UsageError("--dataset", where,
-                         f"row is a JSON {type(obj).__name__}, not an object{hint}", JSON_FIX)
+        raise UsageError("--dataset", where, f"row is a JSON {type(obj).__name__}, not an "
+                         f"object{_array_hint(line)}", JSON_FIX)
     return obj
+
+
+def _array_hint(line: str) -> str:
+    # Alpaca's own release is one .json array; saved as .jsonl it fails at line 1.
+    if line.lstrip()[:1] == "[":
+        return " (a .json array? name the file .json or write one object per line)"
+    return ""
 
 
 def _parquet_rows(path: Path) -> Iterator[RawRow]:
