@@ -16,9 +16,10 @@ import click
 from mgft import __version__
 from mgft.errors import SpecError, SubmitError
 from mgft.flags import FLAGS
-from mgft.spec import Backend, JobSpec, K8sApi, Strategy, Tuning
+from mgft.spec import Backend, DataFormat, JobSpec, K8sApi, Overlong, Strategy, Tuning
 
-_CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi}
+_CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi,
+            "--data-format": DataFormat, "--overlong": Overlong}
 
 
 def _field_help(path: str) -> tuple[str, str]:
@@ -34,7 +35,7 @@ def _field_help(path: str) -> tuple[str, str]:
         text += f"  [default: {getattr(default, 'value', default)}]"
     kinds = typing.get_args(hint.__origin__) or (hint.__origin__,)
     metavar = next(({int: "N", float: "NUMBER"}.get(k) for k in kinds if k in (int, float)), "TEXT")
-    return text, metavar
+    return text, "BOOL" if bool in kinds else metavar
 
 
 def job_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -44,6 +45,10 @@ def job_options(func: Callable[..., Any]) -> Callable[..., Any]:
         text, metavar = _field_help(FLAGS[flag])
         if enum:
             metavar = "[" + "|".join(e.value for e in enum) + "]"
+        if metavar == "BOOL":  # --packing / --no-packing; None when neither is given
+            func = click.option(f"{flag}/--no-{flag[2:]}", flag[2:].replace("-", "_"),
+                                default=None, help=text)(func)
+            continue
         func = click.option(flag, flag[2:].replace("-", "_"), default=None, metavar=metavar,
                             help=text)(func)
     func = click.option("--env", "env_items", multiple=True, metavar="KEY=VALUE",

@@ -38,6 +38,20 @@ class Tuning(StrEnum):
     FULL = "full"
 
 
+class DataFormat(StrEnum):
+    AUTO = "auto"
+    ALPACA = "alpaca"
+    SHAREGPT = "sharegpt"
+    MESSAGES = "messages"
+    TEXT = "text"
+    PROMPT_COMPLETION = "prompt_completion"
+
+
+class Overlong(StrEnum):
+    TRUNCATE = "truncate"
+    DROP = "drop"
+
+
 class K8sApi(StrEnum):
     PYTORCHJOB = "pytorchjob"
     TRAINJOB = "trainjob"
@@ -64,7 +78,8 @@ class TrainSpec:
     model: Annotated[str, Field(min_length=1, description=(
         "Model directory (config, weights and tokenizer) as seen by the job."))]
     dataset: Annotated[str, Field(min_length=1, description=(
-        "Training data file as seen by the job (alpaca-style jsonl)."))]
+        "Training data as seen by the job: a .jsonl, .json or .parquet file, or a directory "
+        "written by datasets' save_to_disk."))]
     output: Annotated[str, Field(min_length=1, description=(
         "Directory for the adapter, metrics.json and logs. Must be new or empty."))] = "output"
     strategy: Annotated[Strategy, Field(description=(
@@ -81,11 +96,26 @@ class TrainSpec:
     grad_accum: Annotated[int, Field(ge=1, le=4096, description=(
         "Micro-batches accumulated per optimizer step."))] = 1
     seq_len: Annotated[int, Field(ge=16, le=1_048_576, description=(
-        "Maximum tokens per sequence; longer samples are truncated."))] = 1024
+        "Maximum tokens per sequence; see --overlong for longer samples."))] = 1024
     seed: Annotated[int, Field(ge=0, description="Random seed for data order and init.")] = 0
     lora_r: Annotated[int, Field(ge=1, le=4096, description="LoRA rank.")] = 16
     lora_alpha: Annotated[float, Field(gt=0, description="LoRA alpha (scale = alpha / r).")] = 32.0
     lora_dropout: Annotated[float, Field(ge=0, lt=1, description="LoRA dropout.")] = 0.05
+    data_format: Annotated[DataFormat, Field(description=(
+        "Dataset format: auto (told from the first row's keys), alpaca, sharegpt, messages, "
+        "text or prompt_completion."))] = DataFormat.AUTO
+    chat_template: Annotated[str | None, Field(min_length=1, description=(
+        "Chat template for sharegpt and messages data: chatml, llama3 or a .jinja file. "
+        "Defaults to the tokenizer's own."))] = None
+    train_on_prompt: Annotated[bool, Field(description=(
+        "Also train on prompts (instructions, user and system turns). By default the loss "
+        "covers the responses only."))] = False
+    packing: Annotated[bool, Field(description=(
+        "Pack several samples into each --seq-len sequence, no padding; attention never "
+        "crosses from one sample to another."))] = True
+    overlong: Annotated[Overlong, Field(description=(
+        "Samples longer than --seq-len: truncate (keep the start) or drop."))] = (
+        Overlong.TRUNCATE)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

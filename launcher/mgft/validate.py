@@ -46,6 +46,8 @@ def check(spec: JobSpec) -> None:
 
 def _check_strings(spec: JobSpec) -> None:
     texts = {f"train.{k}": getattr(spec.train, k) for k in ("model", "dataset", "output")}
+    if spec.train.chat_template is not None:
+        texts["train.chat_template"] = spec.train.chat_template
     texts |= {f"env.{k}": v for k, v in spec.env.items()}
     for path, value in texts.items():
         if "\x00" in value:

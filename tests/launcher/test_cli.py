@@ -44,6 +44,21 @@ def test_render_k8s_matches_the_renderer() -> None:
     assert trainjob["kind"] == "TrainJob"
 
 
+def test_data_flags_reach_the_trainer_and_booleans_pair_with_no() -> None:
+    slurm = ["--backend", "slurm", "--model", "/m", "--dataset", "/d.parquet"]
+    default = invoke("render", *slurm)
+    assert "--packing=True" in default.output and "--train-on-prompt=False" in default.output
+    assert "--chat-template" not in default.output
+    result = invoke("render", *slurm, "--no-packing", "--train-on-prompt", "--data-format",
+                    "sharegpt", "--chat-template", "llama3", "--overlong", "drop")
+    assert result.exit_code == 0, result.output
+    for word in ("--packing=False", "--train-on-prompt=True", "--data-format=sharegpt",
+                 "--chat-template=llama3", "--overlong=drop"):
+        assert word in result.output
+    bad = invoke("render", *slurm, "--data-format", "csv")
+    assert bad.exit_code == 2 and "--data-format" in bad.output
+
+
 def test_config_file_and_set(tmp_path: Path) -> None:
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump({"backend": "slurm", "train": {

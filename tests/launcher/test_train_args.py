@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from mgft.spec import Strategy, TrainSpec, Tuning
+from mgft.spec import DataFormat, Overlong, Strategy, TrainSpec, Tuning
 from mgft.train_args import from_argv, to_argv
 
 
@@ -16,7 +16,16 @@ def test_every_field_is_written() -> None:
     assert [a.split("=", 1)[0] for a in argv] == [
         "--model", "--dataset", "--output", "--strategy", "--tuning", "--max-steps", "--epochs",
         "--lr", "--micro-batch", "--grad-accum", "--seq-len", "--seed", "--lora-r",
-        "--lora-alpha", "--lora-dropout"]
+        "--lora-alpha", "--lora-dropout", "--data-format", "--train-on-prompt", "--packing",
+        "--overlong"]
+
+
+def test_data_options_round_trip_including_booleans() -> None:
+    train = TrainSpec(model="m", dataset="d", data_format=DataFormat.SHAREGPT,
+                      chat_template="-t $(x).jinja", train_on_prompt=True, packing=False,
+                      overlong=Overlong.DROP)
+    assert from_argv(to_argv(train)) == train
+    assert "--packing=False" in to_argv(train)
 
 
 def test_deepspeed_local_rank_is_accepted() -> None:

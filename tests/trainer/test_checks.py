@@ -39,13 +39,12 @@ def test_model_dir_must_exist_and_hold_config(tmp_path):
     check_model_dir(str(tmp_path))
 
 
-def test_dataset_must_be_an_existing_file(tmp_path):
+def test_dataset_must_exist_as_a_file_or_a_saved_directory(tmp_path):
     with pytest.raises(UsageError) as err:
         check_dataset_file("/x.jsonl")
-    assert str(err.value) == ("--dataset /x.jsonl: file not found; pass an existing alpaca-style "
-                              ".jsonl (one JSON object per line)")
-    with pytest.raises(UsageError, match="not a regular file"):
-        check_dataset_file(str(tmp_path))
+    assert str(err.value) == ("--dataset /x.jsonl: not found; pass an existing .jsonl, .json or "
+                              ".parquet file, or a directory written by datasets' save_to_disk")
+    check_dataset_file(str(tmp_path))  # save_to_disk writes a directory; data.files reads it
 
 
 @pytest.mark.parametrize("strategy", [s for s in Strategy if s is not Strategy.DDP])

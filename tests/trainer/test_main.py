@@ -61,7 +61,8 @@ def ddp_run(tiny, tmp_path_factory, cpu_job_env):
     out = tmp_path_factory.mktemp("ddp") / "out"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
            "-m", "mgft_train", *argv(tiny, out, f"--max-steps={STEPS}", "--micro-batch=4",
-                                     "--seq-len=64", "--lr=3e-3", "--seed=0")]
+                                     "--seq-len=64", "--lr=3e-3", "--seed=0",
+                                     "--packing=False")]  # packed: tests/trainer/data
     proc = subprocess.run(cmd, env=cpu_job_env, capture_output=True, text=True, timeout=180)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return out, proc.stdout, json.loads((out / "metrics.json").read_text())

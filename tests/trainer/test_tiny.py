@@ -42,3 +42,25 @@ def test_refuses_a_non_empty_dir_without_force(tmp_path, capsys):
     assert tiny.main(["--out", str(tmp_path)]) == 2
     assert "--force" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_the_task_can_be_written_in_every_format_and_file_the_trainer_reads(tmp_path, capsys):
+    from mgft.spec import DataFormat
+    from mgft_train.data import read
+    from mgft_train.model import load_tokenizer
+
+    out = tmp_path / "assets"
+    assert tiny.main(["--out", str(out), "--rows", "8", "--format", "sharegpt", "--file-type",
+                      "parquet", "--chat-template", "chatml"]) == 0
+    assert f"dataset (8 sharegpt rows): {out / 'data.parquet'}" in capsys.readouterr().out
+    parsed = read(str(out / "data.parquet"))
+    assert parsed.format is DataFormat.SHAREGPT and len(parsed.records) == 8
+    rows = tiny.make_rows(8, seed=0)
+    assert [c.messages[1]["content"] for c in parsed.records] == [r.output for r in rows]
+    assert load_tokenizer(str(out / "model")).chat_template == \
+        tiny.BUILTIN_CHAT_TEMPLATES["chatml"]
+    for fmt in tiny.FORMATS:
+        for file_type, name in tiny.FILE_TYPES.items():
+            path = tiny.write_data(tmp_path / f"{fmt}-{name}",
+                                   [tiny.as_format(r, fmt) for r in rows], file_type)
+            assert read(str(path)).format is DataFormat(fmt), (fmt, file_type)

@@ -52,12 +52,11 @@ def check_model_dir(model: str) -> None:
 
 
 def check_dataset_file(dataset: str) -> None:
-    path = Path(dataset)
-    fix = "pass an existing alpaca-style .jsonl (one JSON object per line)"
-    if not path.exists():
-        raise UsageError("--dataset", dataset, "file not found", fix)
-    if not path.is_file():
-        raise UsageError("--dataset", dataset, "not a regular file", fix)
+    """Only that it exists: its type and rows are checked by `data.files` as it is read."""
+    if not Path(dataset).exists():
+        raise UsageError("--dataset", dataset, "not found",
+                         "pass an existing .jsonl, .json or .parquet file, or a directory "
+                         "written by datasets' save_to_disk")
 
 
 def check_output_dir(output: str) -> None:

@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from mgft_train import distributed
-from mgft_train.data import IGNORE, label_tokens, real_tokens
+from mgft_train.data import IGNORE, label_tokens, model_inputs, real_tokens
 from mgft_train.distributed import Dist
 from mgft_train.progress import reporter
 
@@ -74,7 +74,7 @@ def micro_batches(loader: DataLoader) -> Iterator[Batch]:
 
 def loss_sum(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Summed (not mean) next-token loss, so the caller can divide by the whole step's count."""
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    logits = model(**model_inputs(batch)).logits
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
                            ignore_index=IGNORE, reduction="sum")
 

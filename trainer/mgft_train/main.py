@@ -26,27 +26,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a rank that fails after rendezvous leaves the others waiting in a collective.
     try:
         check_inputs(spec)
-        from mgft_train import data, distributed  # torch: after the cheap checks, so they're fast
+        from mgft_train import data, distributed, model  # torch: after the cheap checks
 
-        rows = data.load_rows(spec.dataset)
+        tokenizer = model.load_tokenizer(spec.model)
+        dataset = data.prepare(spec, tokenizer)  # every bad row, and a missing chat template
         device = distributed.resolve_device(LaunchEnv.from_env(), env)
     except UsageError as err:
         if env.is_main:
             print(f"{PROG}: {err}", file=sys.stderr)
         return 2
 
-    from mgft_train import loop, metrics, model, parallel, save
+    from mgft_train import loop, metrics, parallel, save
 
     _quiet_hf()
     ctx = distributed.init(env, device)
     try:
-        tokenizer = model.load_tokenizer(spec.model)
         net = model.load_model(spec, ctx.device)
         trainable, total = model.count_params(net)
-        loader = data.make_loader(data.encode(rows, tokenizer, spec.seq_len),
+        loader = data.make_loader(dataset.examples,
                                   micro_batch=spec.micro_batch, pad_id=tokenizer.pad_token_id,
                                   rank=ctx.rank, world_size=ctx.world_size, seed=spec.seed,
-                                  pin_memory=ctx.device.type == "cuda")
+                                  pin_memory=ctx.device.type == "cuda",
+                                  pack_len=spec.seq_len if spec.packing else None,
+                                  flat=data.flat_rows(net))
+        if ctx.is_main:
+            print(data.summary(dataset, loader), flush=True)
         wrapped = parallel.wrap(net, spec.strategy, ctx)
         result = loop.train(wrapped, loader, spec, ctx)
         if ctx.is_main:

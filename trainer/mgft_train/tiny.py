@@ -1,10 +1,14 @@
 """Tiny, download-free assets for tests and demos: a random-init Llama, its tokenizer, and data.
 
     python -m mgft_train.tiny --out DIR [--rows N] [--seed S] [--force]
+        [--format alpaca|sharegpt|messages|text|prompt_completion]
+        [--file-type jsonl|json|parquet|disk] [--chat-template chatml|llama3]
 
 DIR/model/ holds a 2-layer Llama (about 100k parameters) and a byte-level BPE tokenizer trained
-on the task's own text; DIR/data.jsonl holds alpaca rows of a word-list task a LoRA learns
-within a few dozen steps. Same seed, same bytes.
+on the task's own text; DIR/data.jsonl holds rows of a word-list task a LoRA learns within a
+few dozen steps, as alpaca rows by default (--format, --file-type: the same task in another
+format or file; `disk` is a save_to_disk directory DIR/data). --chat-template stores a
+built-in chat template in the tokenizer, which has none otherwise. Same seed, same bytes.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import sys
 from pathlib import Path
 
 from mgft_train.data import Row, render_prompt
+from mgft_train.data.templates import BUILTIN_CHAT_TEMPLATES
 
 WORDS = ("red", "blue", "green", "black", "white", "cat", "dog", "fox", "owl", "bee",
          "one", "two", "three", "four", "sun", "moon")
@@ -29,6 +34,9 @@ TASKS = {
 }
 BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 VOCAB_SIZE = 512
+FORMATS = ("alpaca", "sharegpt", "messages", "text", "prompt_completion")
+FILE_TYPES = {"jsonl": "data.jsonl", "json": "data.json", "parquet": "data.parquet",
+              "disk": "data"}
 
 
 def make_rows(n: int, seed: int) -> list[Row]:
@@ -76,13 +84,17 @@ def make_model(tokenizer, seed: int):
     return LlamaForCausalLM(config)
 
 
-def build(out: Path, *, rows: int = 256, seed: int = 0, force: bool = False) -> Path:
-    """Write DIR/model/ and DIR/data.jsonl; returns the data file's path."""
+def build(out: Path, *, rows: int = 256, seed: int = 0, force: bool = False,
+          data_format: str = "alpaca", file_type: str = "jsonl",
+          chat_template: str | None = None) -> Path:
+    """Write DIR/model/ and the dataset; returns the dataset's path."""
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} is not empty; pass --force to overwrite, or pick a new --out")
     data_rows = make_rows(rows, seed)
     corpus = [render_prompt(r) + r.output for r in data_rows]
     tokenizer = train_tokenizer(corpus)
+    if chat_template is not None:
+        tokenizer.chat_template = BUILTIN_CHAT_TEMPLATES[chat_template]
     model = make_model(tokenizer, seed)
 
     model_dir = out / "model"
@@ -90,12 +102,45 @@ def build(out: Path, *, rows: int = 256, seed: int = 0, force: bool = False) -> 
         shutil.rmtree(model_dir)
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    data = out / "data.jsonl"
-    with open(data, "w", encoding="utf-8") as f:
-        for r in data_rows:
-            f.write(json.dumps({"instruction": r.instruction, "input": r.input,
-                                "output": r.output}) + "\n")
-    return data
+    return write_data(out / FILE_TYPES[file_type], [as_format(r, data_format) for r in data_rows],
+                      file_type)
+
+
+def as_format(row: Row, data_format: str) -> dict:
+    """The same sample in each format the trainer reads."""
+    question = f"{row.instruction}\n{row.input}"
+    if data_format == "alpaca":
+        return {"instruction": row.instruction, "input": row.input, "output": row.output}
+    if data_format == "sharegpt":
+        return {"conversations": [{"from": "human", "value": question},
+                                  {"from": "gpt", "value": row.output}]}
+    if data_format == "messages":
+        return {"messages": [{"role": "user", "content": question},
+                             {"role": "assistant", "content": row.output}]}
+    if data_format == "text":
+        return {"text": render_prompt(row) + row.output}
+    if data_format == "prompt_completion":
+        return {"prompt": render_prompt(row), "completion": row.output}
+    raise ValueError(f"unknown format {data_format!r}; use one of {', '.join(FORMATS)}")
+
+
+def write_data(path: Path, records: list[dict], file_type: str) -> Path:
+    if file_type == "jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    elif file_type == "json":
+        path.write_text(json.dumps(records, indent=1) + "\n", encoding="utf-8")
+    else:
+        import datasets
+
+        datasets.disable_progress_bars()
+        table = datasets.Dataset.from_list(records)
+        if file_type == "parquet":
+            table.to_parquet(str(path))
+        else:
+            if path.exists():
+                shutil.rmtree(path)
+            table.save_to_disk(str(path))
+    return path
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,16 +150,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=256, help="alpaca rows (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data and weights")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    parser.add_argument("--format", choices=FORMATS, default="alpaca",
+                        help="dataset format (default alpaca)")
+    parser.add_argument("--file-type", choices=sorted(FILE_TYPES), default="jsonl",
+                        help="dataset file (default jsonl; disk: a save_to_disk directory)")
+    parser.add_argument("--chat-template", choices=sorted(BUILTIN_CHAT_TEMPLATES),
+                        help="store this built-in chat template in the tokenizer")
     args = parser.parse_args(argv)
     if args.rows < 1:
         parser.error(f"--rows {args.rows}: must be at least 1")
     try:
-        data = build(args.out, rows=args.rows, seed=args.seed, force=args.force)
+        data = build(args.out, rows=args.rows, seed=args.seed, force=args.force,
+                     data_format=args.format, file_type=args.file_type,
+                     chat_template=args.chat_template)
     except FileExistsError as err:
         print(f"mgft_train.tiny: --out {err}", file=sys.stderr)
         return 2
     print(f"model and tokenizer: {args.out / 'model'}")
-    print(f"dataset ({args.rows} rows): {data}")
+    print(f"dataset ({args.rows} {args.format} rows): {data}")
     return 0
 
 
