@@ -246,9 +246,11 @@ def at_start_settings(fabric: Fabric) -> list[Setting]:
 def expected_busbw(fabric: Fabric | None, f: Facts) -> tuple[float, str] | None:
     """Nominal all-reduce bus bandwidth (GB/s) the hardware allows, and how it was derived.
     nccl-tests reach 75-85% of it on healthy NVLink and InfiniBand systems."""
-    intra = _nvlink_gbs(f) if fabric is Fabric.NVLINK else _pcie_gbs(f)
     if f.nnodes == 1 or fabric in (None, Fabric.NVLINK, Fabric.PCIE):
-        return intra
+        return _nvlink_gbs(f) if fabric is Fabric.NVLINK else _pcie_gbs(f)
+    # Each GPU reaches its NIC over its own PCIe link: only NVLink inside the node can be
+    # the tighter bound across nodes.
+    intra = _nvlink_gbs(f) if all_nvlinked(f.gpus, f.all_gpu_bus_ids) else None
     ports = f.efa if fabric is Fabric.EFA else \
         f.active("InfiniBand" if fabric is Fabric.INFINIBAND else "Ethernet")
     if fabric is Fabric.ETHERNET:

@@ -49,12 +49,13 @@ def show_gpus(count: int | None, gpu_ids: str | None, exclusive: bool) -> int:
     console = _console()
     console.print(table)
     if within is not None:
-        console.print(f"within CUDA_VISIBLE_DEVICES={within} (set by the environment)")
+        console.print(f"within CUDA_VISIBLE_DEVICES={within} (set by the environment)",
+                      soft_wrap=True)
     if choice is not None:
         for warning in choice.warnings:
-            console.print(Text(f"warning: {warning}", style="yellow"))
+            console.print(Text(f"warning: {warning}", style="yellow"), soft_wrap=True)
         env = " ".join(f"{k}={v}" for k, v in DeviceEnv(visible=choice.visible).to_env().items())
-        console.print(f"mgft would run with {env}  ({choice.summary()})")
+        console.print(f"mgft would run with {env}  ({choice.summary()})", soft_wrap=True)
     return 0
 
 
@@ -67,7 +68,8 @@ def show_explain(spec: JobSpec, as_json: bool) -> None:
                            "why": r.var.why} for r in rows], indent=2))
         return
     table = Table(title=f"environment of every process of {spec.job_name}")
-    for name in ("variable", "value", "from", "why"):
+    table.add_column("variable", no_wrap=True)
+    for name in ("value", "from", "why"):
         table.add_column(name, overflow="fold")
     for r in rows:
         table.add_row(r.var.name, Text(r.var.value), r.source, Text(r.var.why))
@@ -76,7 +78,7 @@ def show_explain(spec: JobSpec, as_json: bool) -> None:
     console.print("Set at start only where the environment has no value of its own; "
                   "--nccl and --env always win. mgft never sets NCCL_NVLS_ENABLE unless asked.")
     if not spec.on_cpu and spec.dist.fabric is Fabric.AUTO:
-        console.print(_preview(spec))
+        console.print(_preview(spec), soft_wrap=True)
 
 
 def _preview(spec: JobSpec) -> str:
