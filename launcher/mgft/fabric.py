@@ -19,7 +19,7 @@ from pathlib import Path
 from mgft import netinfo
 from mgft.envcontract import CommEnv, DistEnv, fill_unset, visible_devices
 from mgft.nccl import EnvVar, Setting
-from mgft.nvml import NVLINK_GBS_PER_LINK, Device, NvmlUnavailable
+from mgft.nvml import Device, NvmlUnavailable, nvlink_gbs_per_link
 from mgft.spec import Fabric
 
 # PCIe payload bandwidth per lane and direction, GB/s, by generation (after encoding).
@@ -268,9 +268,9 @@ def expected_busbw(fabric: Fabric | None, f: Facts) -> tuple[float, str] | None:
 def _nvlink_gbs(f: Facts) -> tuple[float, str] | None:
     if not f.gpus or any(g.nvlinks == 0 for g in f.gpus):
         return None
-    g = min(f.gpus, key=lambda d: d.nvlinks)
-    per_link = NVLINK_GBS_PER_LINK.get(g.nvlink_version or 4, 25.0)
-    return g.nvlinks * per_link, f"NVLink v{g.nvlink_version} x{g.nvlinks} per GPU"
+    g = min(f.gpus, key=lambda d: d.nvlinks * nvlink_gbs_per_link(d))
+    per_link = nvlink_gbs_per_link(g)
+    return g.nvlinks * per_link, f"{g.nvlinks} NVLinks x {per_link:g} GB/s per GPU"
 
 
 def _pcie_gbs(f: Facts) -> tuple[float, str] | None:

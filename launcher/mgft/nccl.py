@@ -188,6 +188,8 @@ RENAMED = {"NCCL_ASYNC_ERROR_HANDLING": "TORCH_NCCL_ASYNC_ERROR_HANDLING",
            "NCCL_DESYNC_DEBUG": "TORCH_NCCL_DESYNC_DEBUG"}
 # libfabric (EFA) has hundreds of FI_* variables; they are passed through unchecked.
 UNCHECKED_PREFIXES = ("FI_",)
+# Set by NVIDIA's CUDA container images to describe the image; NCCL never reads it.
+INFORMATIONAL = frozenset({"NCCL_VERSION"})
 
 
 def check_keys(keys: Mapping[str, str]) -> None:
@@ -202,7 +204,7 @@ def check_keys(keys: Mapping[str, str]) -> None:
 
 
 def unknown_key_warning(key: str) -> str | None:
-    if key in KNOWN or key.startswith(UNCHECKED_PREFIXES):
+    if key in KNOWN or key in INFORMATIONAL or key.startswith(UNCHECKED_PREFIXES):
         return None
     if key in RENAMED:
         return f"--nccl {key}: an old name; use {RENAMED[key]}"

@@ -10,8 +10,6 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-# NVLink 1-4 carry 25 GB/s per link and direction; NVLink 5 (Blackwell) doubles it.
-NVLINK_GBS_PER_LINK = {1: 20.0, 2: 25.0, 3: 25.0, 4: 25.0, 5: 50.0}
 _REMOTE_SWITCH = 2  # nvmlDeviceGetNvLinkRemoteDeviceType: 0 GPU, 1 IBMNPU, 2 NVSwitch
 
 
@@ -158,3 +156,15 @@ def _mig_devices(nv: ModuleType, handle: Any, parent: int) -> list[Device]:
             memory_used=int(mem.used), utilization=None,
             processes=len(_try(nv.nvmlDeviceGetComputeRunningProcesses, mig, default=[]))))
     return found
+
+
+# GB/s per NVLink and direction: 20 for NVLink 1 (P100), 25 for NVLink 2-4 (V100, A100,
+# H100/H200), 50 for NVLink 5 (Blackwell). NVML's version numbers differ between driver
+# generations (plain 1-5, or an enum where 4.0 is 6), so the generation comes from the name.
+_NVLINK5_NAMES = ("B100", "B200", "B300", "GB200", "GB300")
+
+
+def nvlink_gbs_per_link(device: Device) -> float:
+    if any(n in device.name for n in _NVLINK5_NAMES):
+        return 50.0
+    return 20.0 if device.nvlink_version == 1 else 25.0

@@ -144,7 +144,9 @@ def test_prepare_process_in_a_job_on_this_machine(monkeypatch: pytest.MonkeyPatc
 
 def test_expected_bus_bandwidth_from_the_links() -> None:
     gbs, basis = expected_busbw(Fabric.NVLINK, node(*HGX4))
-    assert gbs == 450 and basis == "NVLink v4 x18 per GPU"
+    assert gbs == 450 and basis == "18 NVLinks x 25 GB/s per GPU"
+    blackwell = tuple(replace(g, name="NVIDIA B200") for g in HGX4)
+    assert expected_busbw(Fabric.NVLINK, node(*blackwell))[0] == 900
     gbs, basis = expected_busbw(Fabric.PCIE, node(gpu(0), gpu(1, gen=4)))
     assert gbs == pytest.approx(31.5, abs=0.1) and basis == "PCIe gen4 x16 per GPU"
     assert expected_busbw(Fabric.PCIE, node(gpu(0, gen=None), gpu(1))) is None
