@@ -16,10 +16,10 @@ import click
 from mgft import __version__
 from mgft.errors import SpecError, SubmitError
 from mgft.flags import FLAGS
-from mgft.spec import Backend, DataFormat, JobSpec, K8sApi, Overlong, Strategy, Tuning
+from mgft.spec import Backend, DataFormat, Fabric, JobSpec, K8sApi, Overlong, Strategy, Tuning
 
 _CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi,
-            "--data-format": DataFormat, "--overlong": Overlong}
+            "--data-format": DataFormat, "--overlong": Overlong, "--fabric": Fabric}
 
 
 def _field_help(path: str) -> tuple[str, str]:
@@ -45,7 +45,7 @@ def job_options(func: Callable[..., Any]) -> Callable[..., Any]:
         text, metavar = _field_help(FLAGS[flag])
         if enum:
             metavar = "[" + "|".join(e.value for e in enum) + "]"
-        if metavar == "BOOL":  # --packing / --no-packing; None when neither is given
+        if metavar == "BOOL":  # --packing / --no-packing, --debug-dist; None when neither given
             func = click.option(f"{flag}/--no-{flag[2:]}", flag[2:].replace("-", "_"),
                                 default=None, help=text)(func)
             continue
@@ -54,6 +54,10 @@ def job_options(func: Callable[..., Any]) -> Callable[..., Any]:
     func = click.option("--env", "env_items", multiple=True, metavar="KEY=VALUE",
                         help="Extra environment variable for every trainer process "
                         "(repeatable).")(func)
+    func = click.option("--nccl", "nccl_items", multiple=True, metavar="KEY=VALUE",
+                        help="NCCL variable that overrides the --fabric preset, e.g. "
+                        "--nccl NCCL_SOCKET_IFNAME==eth1 (repeatable; see `mgft nccl "
+                        "explain`).")(func)
     func = click.option("--set", "overrides", multiple=True, metavar="a.b=c",
                         help="Override any option by its YAML path, e.g. --set train.lr=1e-4 "
                         "(repeatable; applied last).")(func)
@@ -63,7 +67,8 @@ def job_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def spec_from_options(config_file: Path | None, overrides: tuple[str, ...],
-                      env_items: tuple[str, ...], **flag_values: str | None) -> JobSpec:
+                      env_items: tuple[str, ...], nccl_items: tuple[str, ...] = (),
+                      check_files: bool = True, **flag_values: str | None) -> JobSpec:
     from mgft.config import build_spec, check_local_inputs, load_yaml, merge
 
     file_data = load_yaml(config_file) if config_file else {}
@@ -74,9 +79,24 @@ def spec_from_options(config_file: Path | None, overrides: tuple[str, ...],
             raise SpecError("--env", item, "is not KEY=VALUE",
                             "write e.g. --env WANDB_MODE=offline")
         flags[f"env.{key}"] = value
+    for item in nccl_items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SpecError("--nccl", item, "is not KEY=VALUE",
+                            "write e.g. --nccl NCCL_SOCKET_IFNAME==eth1")
+        flags[f"dist.nccl.{key}"] = value
     spec = build_spec(merge(file_data, flags, overrides))
-    check_local_inputs(spec)
+    if check_files:
+        check_local_inputs(spec)
+    _warn(spec)
     return spec
+
+
+def _warn(spec: JobSpec) -> None:
+    from mgft.nccl import warnings
+
+    for text in warnings(spec):
+        click.echo(f"mgft: warning: {text}", err=True)
 
 
 def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -106,7 +126,21 @@ def render(**options: Any) -> None:
     """Print what `mgft submit` would submit, with no side effects."""
     from mgft.render import render as render_spec
 
-    click.echo(render_spec(spec_from_options(**options)), nl=False)
+    spec = spec_from_options(**options)
+    click.echo(render_spec(spec, _local_gpus(spec)), nl=False)
+
+
+def _local_gpus(spec: JobSpec) -> tuple[str, ...] | None:
+    """The GPUs `submit` would choose now; without a driver here, submit chooses them."""
+    from mgft import gpus
+
+    try:
+        choice = gpus.choose_for(spec)
+    except gpus.NoGpuDriver as err:
+        click.echo(f"mgft: note: {err.problem}; no CUDA_VISIBLE_DEVICES rendered, `mgft submit` "
+                   "chooses GPUs where it runs", err=True)
+        return None
+    return choice.visible if choice else None
 
 
 @main.command()
@@ -131,6 +165,68 @@ def schema() -> None:
     from mgft.config import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+# --- Diagnostics: GPUs, NCCL environment, doctor -----------------------------------------------
+
+@main.command()
+@click.option("--gpus", "count", type=click.IntRange(1, 64), default=None,
+              help="Show which N GPUs `mgft submit --gpus N` would pick now.")
+@click.option("--gpu-ids", default=None, metavar="IDS", help="Check these GPUs (as --gpu-ids).")
+@click.option("--exclusive", is_flag=True, help="Refuse busy GPUs (as --exclusive).")
+@_user_errors
+def gpus(count: int | None, gpu_ids: str | None, exclusive: bool) -> None:
+    """This machine's GPUs (NVML), how busy each is, and what mgft would choose."""
+    from mgft.tables import show_gpus
+
+    sys.exit(show_gpus(count, gpu_ids, exclusive))
+
+
+@main.group()
+def nccl() -> None:
+    """The NCCL environment mgft gives a job."""
+
+
+@nccl.command()
+@job_options
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@_user_errors
+def explain(as_json: bool, **options: Any) -> None:
+    """Print every variable the job gets and why; what `auto` resolves at start."""
+    from mgft.tables import show_explain
+
+    if options.get("config_file") is None:  # explain needs no model or data
+        for name in ("model", "dataset"):
+            options[name] = options.get(name) or "(unused)"
+    show_explain(spec_from_options(**options, check_files=False), as_json)
+
+
+@main.command()
+@click.option("--bandwidth", is_flag=True,
+              help="Also measure all-reduce bus bandwidth across this machine's GPUs "
+              "(under torchrun; nccl-tests convention).")
+@click.option("--rdzv", default=None, metavar="HOST:PORT",
+              help="Rendezvous endpoint to resolve and connect to (in a job: MASTER_ADDR).")
+@click.option("--deadline", type=float, default=5.0, show_default=True,
+              help="Seconds allowed for DNS plus TCP connect.")
+@click.option("--gpus", "count", type=click.IntRange(1, 64), default=None,
+              help="Bandwidth: GPUs to use (default: every free GPU).")
+@click.option("--gpu-ids", default=None, metavar="IDS", help="Bandwidth: exactly these GPUs.")
+@click.option("--cpu", "cpu_ranks", type=click.IntRange(2, 64), default=None, metavar="N",
+              help="Bandwidth: N ranks on CPU with gloo (also used where there is no GPU).")
+@click.option("--fabric", type=click.Choice([f.value for f in Fabric]), default="auto",
+              show_default=True, help="Bandwidth: NCCL preset to measure with.")
+@click.option("--sizes", default=None, help="Bandwidth: sizes, e.g. 1M,16M,256M,1G.")
+@click.option("--iters", type=click.IntRange(1, 10000), default=20, show_default=True)
+@click.option("--warmup", type=click.IntRange(0, 1000), default=5, show_default=True)
+@click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
+              help="Also write the results as JSON here.")
+@_user_errors
+def doctor(**options: Any) -> None:
+    """Check this machine (or, run inside a job, this node) for what breaks multi-GPU jobs."""
+    from mgft.doctor.command import doctor_main
+
+    sys.exit(doctor_main(**options))
 
 
 if __name__ == "__main__":

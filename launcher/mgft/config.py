@@ -19,10 +19,11 @@ from mgft import validate
 from mgft.errors import SpecError
 from mgft.flags import display_name
 from mgft.names import derive_name
-from mgft.spec import Backend, JobSpec, K8sSpec, Resources, SlurmSpec, Strategy, TrainSpec
+from mgft.spec import Backend, DistSpec, JobSpec, K8sSpec, Resources, SlurmSpec, Strategy, TrainSpec
 
 _SECTIONS: dict[str, type] = {
     "train": TrainSpec, "resources": Resources, "k8s": K8sSpec, "slurm": SlurmSpec}
+_SECTIONS["dist"] = DistSpec
 
 
 @functools.cache

@@ -7,7 +7,7 @@ The launcher writes `LaunchEnv.to_env()` into the job; the trainer reads `DistEn
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 MGFT_DEVICE = "MGFT_DEVICE"
@@ -75,3 +75,76 @@ class DistEnv:
                    world_size=world, local_world_size=int(env.get("LOCAL_WORLD_SIZE", str(world))),
                    master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
                    master_port=int(env.get("MASTER_PORT", "29500")), launched="RANK" in env)
+
+
+# --- Communication and devices (mgft.nccl, mgft.fabric, mgft.gpus) -------------------------
+
+MGFT_FABRIC = "MGFT_FABRIC"
+MGFT_DIST_TIMEOUT = "MGFT_DIST_TIMEOUT"
+MGFT_PREFLIGHT = "MGFT_PREFLIGHT"
+CUDA_VISIBLE_DEVICES = "CUDA_VISIBLE_DEVICES"
+CUDA_DEVICE_ORDER = "CUDA_DEVICE_ORDER"
+NCCL_NVLS_ENABLE = "NCCL_NVLS_ENABLE"
+DEFAULT_DIST_TIMEOUT = 600
+# Variables that steer NCCL, torch.distributed or the libfabric (EFA) transport under it.
+COMM_PREFIXES = ("NCCL_", "TORCH_NCCL_", "TORCH_DISTRIBUTED_", "FI_", "GLOO_")
+RESERVED = RESERVED | {MGFT_FABRIC, MGFT_DIST_TIMEOUT, MGFT_PREFLIGHT}
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CommEnv:
+    """How the job's processes set up communication: written by the launcher, read at start."""
+
+    fabric: str = "auto"  # a mgft.spec.Fabric value; `auto` is detected in the job
+    timeout_s: int = DEFAULT_DIST_TIMEOUT
+    preflight: bool = False
+
+    def to_env(self) -> dict[str, str]:
+        env = {MGFT_FABRIC: self.fabric, MGFT_DIST_TIMEOUT: str(self.timeout_s)}
+        if self.preflight:
+            env[MGFT_PREFLIGHT] = "1"
+        return env
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> CommEnv:
+        env = os.environ if env is None else env
+        timeout = env.get(MGFT_DIST_TIMEOUT, "")
+        return cls(fabric=env.get(MGFT_FABRIC, "auto") or "auto",
+                   timeout_s=int(timeout) if timeout.isdigit() else DEFAULT_DIST_TIMEOUT,
+                   preflight=env.get(MGFT_PREFLIGHT, "") == "1")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class DeviceEnv:
+    """The GPUs a local job may see. Indices follow nvidia-smi (PCI bus order), which is not
+    CUDA's default order, so CUDA_DEVICE_ORDER goes with them."""
+
+    visible: tuple[str, ...]
+
+    def to_env(self) -> dict[str, str]:
+        return {CUDA_DEVICE_ORDER: "PCI_BUS_ID", CUDA_VISIBLE_DEVICES: ",".join(self.visible)}
+
+
+def visible_devices(env: Mapping[str, str] | None = None) -> str | None:
+    """CUDA_VISIBLE_DEVICES as the user, Slurm or Kubernetes set it; None when unset."""
+    env = os.environ if env is None else env
+    return env.get(CUDA_VISIBLE_DEVICES)
+
+
+def comm_vars(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Every NCCL / torch.distributed / libfabric variable in the environment."""
+    env = os.environ if env is None else env
+    return {k: v for k, v in sorted(env.items()) if k.startswith(COMM_PREFIXES)}
+
+
+def fill_unset(values: Mapping[str, str],
+               env: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """Set each variable the environment does not already have; return what was set.
+
+    What is already there wins: the user's --nccl and --env (rendered into the job), a site's
+    module or container settings, and an NCCL_NVLS_ENABLE=0 that keeps multicast off.
+    """
+    env = os.environ if env is None else env
+    applied = {k: v for k, v in values.items() if k not in env}
+    env.update(applied)
+    return applied

@@ -40,6 +40,12 @@ FLAGS: dict[str, str] = {
     "--partition": "slurm.partition",
     "--time": "slurm.time",
     "--cpus-per-task": "slurm.cpus_per_task",
+    "--gpu-ids": "resources.gpu_ids",
+    "--exclusive": "resources.exclusive",
+    "--fabric": "dist.fabric",
+    "--debug-dist": "dist.debug",
+    "--dist-timeout": "dist.timeout",
+    "--preflight": "dist.preflight",
 }
 
 _BY_PATH = {path: flag for flag, path in FLAGS.items()}
@@ -49,4 +55,6 @@ def display_name(path: str) -> str:
     """How to name a spec field in an error: its flag if it has one, else its YAML path."""
     if path.startswith("env."):
         return f"--env {path.removeprefix('env.')}"
+    if path.startswith("dist.nccl."):
+        return f"--nccl {path.removeprefix('dist.nccl.')}"
     return _BY_PATH.get(path, path)

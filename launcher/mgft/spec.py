@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -57,6 +57,29 @@ class K8sApi(StrEnum):
     TRAINJOB = "trainjob"
 
 
+class Fabric(StrEnum):
+    """How the GPUs talk: picks the NCCL preset (`mgft.fabric`)."""
+
+    AUTO = "auto"
+    NVLINK = "nvlink"
+    PCIE = "pcie"
+    INFINIBAND = "infiniband"
+    ROCE = "roce"
+    ETHERNET = "ethernet"
+    EFA = "efa"
+
+
+def _id_list(value: Any) -> Any:
+    """`0,2` (a flag or --set), `[0, 2]` or `["GPU-..."]` (YAML) -> ("0", "2")."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    if isinstance(value, int) and not isinstance(value, bool):
+        return (str(value),)
+    if isinstance(value, list | tuple):
+        return tuple(str(v) for v in value)
+    return value
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Resources:
     __pydantic_config__ = _STRICT
@@ -67,6 +90,26 @@ class Resources:
     nproc_per_node: Annotated[int | None, Field(ge=1, le=256, description=(
         "Trainer processes per node. Defaults to one per GPU (1 with --strategy mp, "
         "1 on CPU)."))] = None
+    gpu_ids: Annotated[tuple[str, ...] | None, Field(description=(
+        "Use exactly these GPUs of this machine (local backend): indices as nvidia-smi "
+        "shows them, GPU-/MIG- UUIDs, comma-separated. --gpus defaults to their count."))] = None
+    exclusive: Annotated[bool, Field(description=(
+        "Refuse GPUs that another process is using (local backend)."))] = False
+
+    @field_validator("gpu_ids", mode="before")
+    @classmethod
+    def _split_ids(cls, value: Any) -> Any:
+        return _id_list(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _gpus_from_ids(cls, data: Any) -> Any:
+        # `--gpu-ids 0,2` alone means two GPUs; an explicit --gpus is checked against it later.
+        if isinstance(data, dict) and data.get("gpu_ids") is not None and "gpus" not in data:
+            ids = _id_list(data["gpu_ids"])
+            if isinstance(ids, tuple):
+                data = {**data, "gpus": len(ids)}
+        return data
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -144,6 +187,28 @@ class SlurmSpec:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class DistSpec:
+    """How the processes talk to each other: NCCL preset, overrides, debugging, timeouts."""
+
+    __pydantic_config__ = _STRICT
+
+    fabric: Annotated[Fabric, Field(description=(
+        "Interconnect preset for NCCL: auto (detected in the job at start), nvlink, pcie, "
+        "infiniband, roce, ethernet or efa. See `mgft nccl explain`."))] = Fabric.AUTO
+    nccl: Annotated[dict[str, str], Field(description=(
+        "NCCL variables that override the preset (NCCL_*, TORCH_NCCL_*, FI_*)."))] = field(
+        default_factory=dict)
+    debug: Annotated[bool, Field(description=(
+        "Debug distributed runs: NCCL INFO logs, TORCH_DISTRIBUTED_DEBUG=DETAIL, desync "
+        "reports and a 120 s collective timeout."))] = False
+    timeout: Annotated[int | None, Field(ge=30, le=86400, description=(
+        "Seconds a collective may wait for a missing rank before the job fails "
+        "(default 600, 120 with --debug-dist)."))] = None
+    preflight: Annotated[bool, Field(description=(
+        "Run mgft doctor's quick checks in every process before training starts."))] = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class JobSpec:
     __pydantic_config__ = _STRICT
 
@@ -162,6 +227,8 @@ class JobSpec:
         default_factory=K8sSpec)
     slurm: Annotated[SlurmSpec, Field(description="Slurm options.")] = field(
         default_factory=SlurmSpec)
+    dist: Annotated[DistSpec, Field(description=(
+        "NCCL preset, overrides, debugging and timeouts."))] = field(default_factory=DistSpec)
 
     @property
     def job_name(self) -> str:

@@ -36,6 +36,8 @@ def check(spec: JobSpec) -> None:
     _check_name(spec)
     _check_processes(spec)
     _check_env(spec)
+    _check_dist(spec)
+    _check_gpu_choice(spec)
     if spec.backend is Backend.LOCAL:
         _check_local(spec)
     elif spec.backend is Backend.K8S:
@@ -131,3 +133,35 @@ def _check_image(spec: JobSpec) -> None:
     if spec.image is not None and not _IMAGE.match(spec.image):
         _fail("image", spec.image, "not a container image reference",
               "use registry/name:tag, e.g. ghcr.io/acme/mgft:cuda")
+
+
+def _check_dist(spec: JobSpec) -> None:
+    from mgft.nccl import check_keys
+    from mgft.spec import Fabric
+
+    for key in spec.dist.nccl:
+        if not _ENV_NAME.match(key):
+            _fail(f"dist.nccl.{key}", key, "not a valid environment variable name",
+                  "use letters, digits and '_', e.g. --nccl NCCL_SOCKET_IFNAME=eth0")
+    check_keys(spec.dist.nccl)
+    if spec.on_cpu and spec.dist.fabric is not Fabric.AUTO:
+        _fail("dist.fabric", spec.dist.fabric.value, "a preset for NCCL, and --gpus 0 runs on "
+              "CPU with gloo", "drop --fabric, or set --gpus")
+
+
+def _check_gpu_choice(spec: JobSpec) -> None:
+    res = spec.resources
+    local = spec.backend is Backend.LOCAL
+    if res.gpu_ids is not None:
+        shown = ",".join(res.gpu_ids)
+        if not local:
+            _fail("resources.gpu_ids", shown, f"--backend {spec.backend.value} lets the "
+                  "scheduler place the job on GPUs", "drop --gpu-ids; use --gpus for the count")
+        if not res.gpu_ids:
+            _fail("resources.gpu_ids", shown, "names no GPU", "list GPUs, e.g. --gpu-ids 0,2")
+        if res.gpus != len(res.gpu_ids):
+            _fail("resources.gpu_ids", shown, f"names {len(res.gpu_ids)} GPUs and --gpus is "
+                  f"{res.gpus}", f"drop --gpus, or set it to {len(res.gpu_ids)}")
+    if res.exclusive and not local:
+        _fail("resources.exclusive", True, f"--backend {spec.backend.value} lets the scheduler "
+              "decide who shares a GPU", "drop --exclusive (ask the scheduler for whole GPUs)")

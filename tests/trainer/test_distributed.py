@@ -29,3 +29,23 @@ def test_single_process_joins_no_group(single_process_env):
     assert not torch.distributed.is_initialized()
     assert distributed.all_reduce([2.0, 3.0], ctx) == [2.0, 3.0]
     distributed.teardown(ctx)  # a no-op, and must not raise
+
+
+def test_the_group_waits_mgft_dist_timeout_for_a_missing_rank(monkeypatch, single_process_env):
+    """A real gloo group: the collective timeout is the launcher's, not torch's 30 minutes."""
+    import socket
+    from datetime import timedelta
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for key, value in {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "LOCAL_WORLD_SIZE": "1",
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+                       "MGFT_DIST_TIMEOUT": "45"}.items():
+        monkeypatch.setenv(key, value)
+    ctx = distributed.init(DistEnv.from_env(), torch.device("cpu"))
+    try:
+        group = torch.distributed.distributed_c10d._get_default_group()
+        assert group._get_backend(torch.device("cpu")).options._timeout == timedelta(seconds=45)
+    finally:
+        distributed.teardown(ctx)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from mgft.envcontract import MGFT_DEVICE, DistEnv, LaunchEnv
+from mgft.envcontract import MGFT_DEVICE, CommEnv, DistEnv, LaunchEnv
 
 from mgft_train.errors import UsageError
 
@@ -55,9 +57,22 @@ def init(env: DistEnv, device: torch.device) -> Dist:
         return Dist(rank=0, local_rank=0, world_size=1, device=device, backend="none")
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if device.type == "cuda" else {}
-    dist.init_process_group(backend=backend, **kwargs)
+    if device.type == "cuda":
+        _prepare_nccl(env)
+    # A dead rank fails the job after this long, not torch's default 10 (NCCL) or 30 (gloo) min.
+    timeout = timedelta(seconds=CommEnv.from_env().timeout_s)
+    dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
     return Dist(rank=dist.get_rank(), local_rank=env.local_rank,
                 world_size=dist.get_world_size(), device=device, backend=dist.get_backend())
+
+
+def _prepare_nccl(env: DistEnv) -> None:
+    """Resolve the fabric preset on this node (NCCL reads its variables at init)."""
+    from mgft.fabric import prepare_process
+
+    resolution, applied = prepare_process()
+    if env.local_rank == 0:  # one line per node: nodes may resolve differently
+        print(f"mgft: {resolution.describe(applied)}", file=sys.stderr, flush=True)
 
 
 def teardown(ctx: Dist) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from mgft.envcontract import DistEnv, LaunchEnv
+from mgft.envcontract import CommEnv, DistEnv, LaunchEnv
 from mgft.train_args import from_argv
 
 from mgft_train.checks import check_inputs
@@ -22,6 +22,11 @@ PROG = "mgft-train"
 def main(argv: Sequence[str] | None = None) -> int:
     spec = from_argv(sys.argv[1:] if argv is None else argv, prog=PROG)  # exits 2 on bad flags
     env = DistEnv.from_env()
+    if CommEnv.from_env().preflight:  # mgft submit --preflight: check the node first
+        from mgft.doctor.preflight import run_preflight
+
+        if code := run_preflight():
+            return code
     # Everything that can be wrong with the inputs is found before the process group exists:
     # a rank that fails after rendezvous leaves the others waiting in a collective.
     try:

@@ -84,4 +84,13 @@ def run(command: LocalCommand, cwd: Path | None = None) -> int:
 
 
 def submit(spec: JobSpec) -> int:
-    return run(local_command(spec))
+    from mgft import gpus, nccl
+    from mgft.envcontract import comm_vars
+
+    nccl.check_environment(spec, comm_vars())
+    choice = gpus.choose_for(spec)  # bad or busy GPUs: SpecError, exit 2, nothing started
+    if choice is not None:
+        for warning in choice.warnings:
+            print(f"mgft: warning: {warning}", file=sys.stderr)
+        print(f"mgft: {choice.summary()}", file=sys.stderr)
+    return run(local_command(spec, choice.visible if choice else None))

@@ -6,6 +6,7 @@ import shlex
 from dataclasses import dataclass
 from pathlib import PurePath
 
+from mgft.envcontract import DeviceEnv
 from mgft.render.common import job_env, trainer_argv
 from mgft.spec import JobSpec
 
@@ -23,7 +24,8 @@ class LocalCommand:
         return " ".join(assignments + [shlex.quote(w) for w in self.argv]) + "\n"
 
 
-def local_command(spec: JobSpec) -> LocalCommand:
+def local_command(spec: JobSpec, visible: tuple[str, ...] | None = None) -> LocalCommand:
+    """`visible`: the GPUs `mgft.gpus` chose here (None renders no CUDA_VISIBLE_DEVICES)."""
     log_dir = str(PurePath(spec.train.output, "logs"))
     argv = [
         "torchrun",
@@ -36,8 +38,9 @@ def local_command(spec: JobSpec) -> LocalCommand:
         "--local-ranks-filter=0",
         *trainer_argv(spec),
     ]
-    return LocalCommand(env=job_env(spec), argv=argv, log_dir=log_dir)
+    devices = DeviceEnv(visible=visible).to_env() if visible is not None else {}
+    return LocalCommand(env=job_env(spec) | devices, argv=argv, log_dir=log_dir)
 
 
-def render_local(spec: JobSpec) -> str:
-    return local_command(spec).render()
+def render_local(spec: JobSpec, visible: tuple[str, ...] | None = None) -> str:
+    return local_command(spec, visible).render()

@@ -19,7 +19,7 @@ SUBMIT = [sys.executable, "-m", "mgft.cli", "submit", "--backend", "local", "--g
 def submit(tiny: Tiny, output: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([*SUBMIT, "--model", str(tiny.model_dir), "--dataset", str(tiny.data),
                            "--output", str(output), *extra],
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,20 @@
 #!/bin/bash
 # Rendered by mgft 0.1.0. Submit with `mgft submit` or plain `sbatch`.
-#SBATCH --job-name=mgft-llama-89597b0a
+#SBATCH --job-name=mgft-llama-ea6eae0c
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=4
 #SBATCH --time=30
-#SBATCH --output=mgft-llama-89597b0a-%j.out
+#SBATCH --output=mgft-llama-ea6eae0c-%j.out
 set -euo pipefail
 
 export PYTHONUNBUFFERED=1
 export TOKENIZERS_PARALLELISM=false
 export HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS=1
+export MGFT_DIST_TIMEOUT=600
 export MGFT_DEVICE=cpu
-export MGFT_JOB_NAME=mgft-llama-89597b0a
+export MGFT_JOB_NAME=mgft-llama-ea6eae0c
 export MGFT_BACKEND=slurm
 
 # Rendezvous on the allocation's first node, on a port derived from the job id so that
