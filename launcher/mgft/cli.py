@@ -16,9 +16,10 @@ import click
 from mgft import __version__
 from mgft.errors import SpecError, SubmitError
 from mgft.flags import FLAGS
-from mgft.spec import Backend, JobSpec, K8sApi, Strategy, Tuning
+from mgft.spec import Backend, JobSpec, K8sApi, PodSecurity, Strategy, Tuning
 
-_CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi}
+_CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi,
+            "--pod-security": PodSecurity}
 
 
 def _field_help(path: str) -> tuple[str, str]:
