@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from mgft import __version__
+from mgft import __version__, jobs_cli
 from mgft.errors import SpecError, SubmitError
 from mgft.flags import FLAGS
 from mgft.spec import Backend, JobSpec, K8sApi, PodSecurity, Strategy, Tuning
@@ -107,13 +107,21 @@ def render(**options: Any) -> None:
 
 @main.command()
 @job_options
+@click.option("--replace", is_flag=True,
+              help="k8s: delete a job of the same name first (a claim with outputs is kept).")
 @_user_errors
-def submit(**options: Any) -> None:
+def submit(replace: bool, **options: Any) -> None:
     """Submit the job (local: run torchrun here and return the trainer's exit code)."""
     from mgft import backends
 
     spec = spec_from_options(**options)
-    sys.exit(backends.load(spec.backend).submit(spec))
+    backend = backends.load(spec.backend)
+    if not replace:
+        sys.exit(backend.submit(spec))
+    if spec.backend is not Backend.K8S:
+        raise SpecError("--replace", True, f"only applies to --backend k8s, not "
+                        f"{spec.backend.value}", "drop --replace")
+    sys.exit(backend.submit(spec, replace=True))
 
 
 @main.group()
@@ -128,6 +136,9 @@ def schema() -> None:
 
     click.echo(json.dumps(json_schema(), indent=2))
 
+
+# status, logs, cancel, list: thin commands that dispatch on --backend (mgft/jobs_cli.py).
+jobs_cli.register(main)
 
 if __name__ == "__main__":
     main()

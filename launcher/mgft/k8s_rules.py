@@ -143,7 +143,8 @@ def _check_scheduling(spec: JobSpec) -> None:
 def elastic_range(spec: JobSpec) -> tuple[int, int]:
     """(min, max) nodes of an elastic job; either bound defaults to --nodes."""
     nodes = spec.resources.nodes
-    return (spec.k8s.elastic_min_nodes or nodes, spec.k8s.elastic_max_nodes or nodes)
+    low = spec.k8s.elastic_min_nodes or nodes
+    return low, spec.k8s.elastic_max_nodes or max(nodes, low)
 
 
 def _check_elastic(spec: JobSpec) -> None:
@@ -154,6 +155,9 @@ def _check_elastic(spec: JobSpec) -> None:
                   "add --elastic-min-nodes/--elastic-max-nodes, or drop --max-restarts")
         return
     low, high = elastic_range(spec)
+    if low > high:
+        _fail("k8s.elastic_min_nodes", low, f"above --elastic-max-nodes {high}",
+              f"use at most {high}")
     if not low <= nodes <= high:
         _fail("resources.nodes", nodes, f"outside the elastic range {low}:{high}",
               f"use --nodes between {low} and {high}")
