@@ -42,7 +42,7 @@ KINDS = {
         api=K8sApi.PYTORCHJOB, kind="PyTorchJob", group="kubeflow.org", version="v1",
         plural="pytorchjobs", container="pytorch", pod_label="training.kubeflow.org/job-name",
         operator="the Kubeflow training operator",
-        install="kubectl apply --server-side -k 'github.com/kubeflow/training-operator.git/"
+        install="kubectl apply --server-side -k 'github.com/kubeflow/trainer.git/"
                 "manifests/overlays/standalone?ref=v1.9.4'"),
     K8sApi.TRAINJOB: Kind(
         api=K8sApi.TRAINJOB, kind="TrainJob", group="trainer.kubeflow.org", version="v1alpha1",
