@@ -15,8 +15,9 @@ from mgft.errors import SpecError
 from mgft.flags import display_name
 from mgft.spec import JobSpec, K8sApi
 
-_DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-_DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_DNS1123_LABEL = re.compile(rf"^{_LABEL}$")
+_DNS1123_SUBDOMAIN = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
@@ -120,7 +121,8 @@ def _check_secrets(spec: JobSpec) -> None:
 def _check_secret_ref(path: str, ref: str, default_key: str) -> None:
     name, key = split_secret_ref(ref, default_key)
     if not _DNS1123_SUBDOMAIN.match(name) or not _SECRET_KEY.match(key):
-        _fail(path, ref, "not a secret reference", "write SECRET or SECRET:KEY, e.g. hf-token:token")
+        _fail(path, ref, "not a secret reference",
+              "write SECRET or SECRET:KEY, e.g. hf-token:token")
 
 
 def _check_scheduling(spec: JobSpec) -> None:
