@@ -26,6 +26,7 @@ RELEASE = "rel"
 # manages the chart's objects, and `helm uninstall` must keep a claim with outputs.
 HELM_ONLY = {("labels", "app.kubernetes.io/managed-by"), ("annotations", "helm.sh/resource-policy")}
 
+NASTY = "a'b\"c $(touch x) `id` $$HOME\nkey: v\n- x #c \\ 😀 é \u2028 &anchor *alias !!tag"
 README = {"image": cases.IMAGE, "name": "llama-ft",
           "train": {"model": "/models/llama", "dataset": "/data/train.jsonl",
                     "strategy": "zero2"},
@@ -45,6 +46,11 @@ JOB_FILES: dict[str, dict[str, Any]] = {
                                                               "lr": 0.0001},
                        "resources": {"gpus": 2}},
     "no-name": {"image": "i:1", "train": {"model": "/m", "dataset": "/d"}},
+    # Free text both tools must carry through unchanged: YAML and shell specials, `$(...)`.
+    "hostile-text": {"image": "i:1", "name": "hostile",
+                     "train": {"model": NASTY, "dataset": "-x: {a, b} #c", "output": "o u\tt"},
+                     "env": {"NASTY": NASTY, "EMPTY": "", "YAMLISH": "null"},
+                     "k8s": {"config_map": True}},
     **{f"{api}-{name}": TypeAdapter(type(s)).dump_python(s, mode="json")
        for api in ("pytorchjob", "trainjob")
        for name, s in cases.k8s_options(api).items()},
