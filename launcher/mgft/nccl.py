@@ -98,7 +98,8 @@ def _debug(spec: JobSpec) -> list[EnvVar]:
 
 
 def _user(spec: JobSpec) -> list[EnvVar]:
-    return [EnvVar(k, v, "set by --nccl") for k, v in spec.dist.nccl.items()]
+    # Sorted, so the order does not depend on how the options were written (Helm sorts too).
+    return [EnvVar(k, v, "set by --nccl") for k, v in sorted(spec.dist.nccl.items())]
 
 
 def settings(spec: JobSpec) -> list[Setting]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -161,6 +161,38 @@ class TrainSpec:
         Overlong.TRUNCATE)
 
 
+class PodSecurity(StrEnum):
+    RESTRICTED = "restricted"
+    NONE = "none"
+
+
+def _comma_list(value: object) -> object:
+    """`--image-pull-secret a,b` arrives as one string; YAML gives a list."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _key_values(value: object) -> object:
+    """`--node-selector gpu=a100,zone=b` arrives as one string; YAML gives a mapping."""
+    if isinstance(value, str):
+        pairs = [part.partition("=") for part in value.split(",") if part.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            return value  # pydantic then reports that a mapping is expected
+        return {k.strip(): v.strip() for k, _, v in pairs}
+    return value
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Toleration:
+    __pydantic_config__ = _STRICT
+
+    key: str | None = None
+    operator: Literal["Equal", "Exists"] = "Equal"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class K8sSpec:
     __pydantic_config__ = _STRICT
@@ -173,6 +205,65 @@ class K8sSpec:
         "Size of the in-memory /dev/shm volume (Kubernetes quantity)."))] = "16Gi"
     runtime: Annotated[str, Field(description=(
         "TrainJob runtime (ClusterTrainingRuntime name)."))] = "torch-distributed"
+    pod_security: Annotated[PodSecurity, Field(description=(
+        "Pod security: restricted (non-root, no privilege escalation, all capabilities "
+        "dropped, RuntimeDefault seccomp) or none for images that must run as root."))] = (
+        PodSecurity.RESTRICTED)
+    backoff_limit: Annotated[int | None, Field(ge=0, le=100, description=(
+        "PyTorchJob: pod restarts before the job fails (3 when unset). TrainJob takes it "
+        "from its runtime."))] = None
+    master_wait: Annotated[int, Field(ge=10, le=86400, description=(
+        "Seconds each pod waits for the master's DNS name and port before failing."))] = 600
+    config_map: Annotated[bool, Field(description=(
+        "Also create a ConfigMap with this job's config, mounted at /etc/mgft/job.yaml."))] = (
+        False)
+    pvc: Annotated[str | None, Field(description=(
+        "PersistentVolumeClaim mounted at k8s.mount_path for outputs and checkpoints "
+        "(existing, or created with --pvc-size)."))] = None
+    pvc_size: Annotated[str | None, Field(description=(
+        "Create the claim (named --pvc, default <job>-output) with this size, e.g. 100Gi; "
+        "an existing claim of that name is reused, never replaced."))] = None
+    storage_class: Annotated[str | None, Field(description=(
+        "StorageClass of the claim mgft creates."))] = None
+    mount_path: Annotated[str, Field(description=(
+        "Where the claim is mounted; also the trainer's working directory, so a relative "
+        "--output lands on the claim."))] = "/workspace"
+    hf_token_secret: Annotated[str | None, Field(description=(
+        "Secret with a Hugging Face token, as NAME or NAME:KEY (key 'token'); set as "
+        "HF_TOKEN through a secretKeyRef."))] = None
+    wandb_secret: Annotated[str | None, Field(description=(
+        "Secret with a Weights & Biases key, as NAME or NAME:KEY (key 'api-key'); set as "
+        "WANDB_API_KEY through a secretKeyRef."))] = None
+    secret_env: Annotated[dict[str, str], Field(description=(
+        "More environment variables from secrets: VAR -> SECRET:KEY."))] = field(
+        default_factory=dict)
+    image_pull_secrets: Annotated[tuple[str, ...], BeforeValidator(_comma_list), Field(
+        description="Image pull secrets (comma-separated names).")] = ()
+    node_selector: Annotated[dict[str, str], BeforeValidator(_key_values), Field(
+        description="Node selector labels, e.g. gpu=a100,zone=b.")] = field(
+        default_factory=dict)
+    tolerations: Annotated[tuple[Toleration, ...], Field(description=(
+        "Pod tolerations (YAML: key, operator, value, effect)."))] = ()
+    priority_class: Annotated[str | None, Field(description=(
+        "PriorityClass of the pods (PyTorchJob only)."))] = None
+    scheduler_name: Annotated[str | None, Field(description=(
+        "Pod scheduler, e.g. volcano (PyTorchJob only)."))] = None
+    kueue_queue: Annotated[str | None, Field(description=(
+        "Kueue LocalQueue: labels the job kueue.x-k8s.io/queue-name."))] = None
+    volcano_queue: Annotated[str | None, Field(description=(
+        "Volcano queue for gang scheduling (PyTorchJob only); pods use schedulerName "
+        "volcano unless --scheduler-name says otherwise."))] = None
+    elastic_min_nodes: Annotated[int | None, Field(ge=1, le=4096, description=(
+        "Elastic PyTorchJob: fewest nodes to keep training on (with --elastic-max-nodes)."))] = (
+        None)
+    elastic_max_nodes: Annotated[int | None, Field(ge=1, le=4096, description=(
+        "Elastic PyTorchJob: most nodes; --nodes pods start."))] = None
+    max_restarts: Annotated[int | None, Field(ge=0, le=1000, description=(
+        "Elastic PyTorchJob: restarts of the worker group before the job fails."))] = None
+
+    @property
+    def elastic(self) -> bool:
+        return self.elastic_min_nodes is not None or self.elastic_max_nodes is not None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -116,6 +116,9 @@ def _check_k8s(spec: JobSpec) -> None:
     if not _DNS1123.match(spec.k8s.runtime):
         _fail("k8s.runtime", spec.k8s.runtime, "not a valid runtime name",
               "use the name of a ClusterTrainingRuntime, e.g. torch-distributed")
+    from mgft import k8s_rules
+
+    k8s_rules.check(spec)
 
 
 def _check_slurm(spec: JobSpec) -> None:

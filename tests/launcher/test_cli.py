@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -92,10 +93,19 @@ def test_bad_input_is_one_line_and_exit_2(command: str, args: list[str], needle:
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_submit_to_cluster_backends_says_how_to_do_it_for_now() -> None:
+def test_submit_to_k8s_with_no_cluster_is_one_line(tmp_path: Path) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path),
+           "KUBECONFIG": str(tmp_path / "no-such-kubeconfig")}
     result = subprocess.run([sys.executable, "-m", "mgft.cli", "submit", *K8S],
-                            capture_output=True, text=True)
-    assert result.returncode == 2 and "kubectl create -f -" in result.stderr
+                            capture_output=True, text=True, env=env)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("mgft: error: no Kubernetes credentials")
+
+
+def test_replace_is_for_k8s_only() -> None:
+    result = invoke("submit", "--replace", "--backend", "slurm", "--model", "m", "--dataset", "d")
+    assert result.exit_code == 2
+    assert "--replace True: only applies to --backend k8s" in result.stderr
 
 
 def test_config_schema_is_json_schema() -> None:

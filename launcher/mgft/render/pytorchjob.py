@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from mgft import __version__
-from mgft.render.common import job_env, labels, render_template, trainer_argv
+from mgft.k8s_rules import elastic_range
+from mgft.render import k8s_companions, k8s_pod
+from mgft.render.common import render_template
 from mgft.spec import JobSpec
 
 # A pod that fails is restarted in place (restartPolicy OnFailure) up to this many times.
@@ -12,21 +14,29 @@ BACKOFF_LIMIT = 3
 
 def render_pytorchjob(spec: JobSpec) -> str:
     nodes = spec.resources.nodes
-    roles = [("Master", 1)] + ([("Worker", nodes - 1)] if nodes > 1 else [])
-    # The operator injects PET_NNODES, PET_NODE_RANK and PET_MASTER_ADDR/PORT; a bare
-    # torchrun reads them, so the command names no rendezvous of its own.
+    elastic = None
+    if spec.k8s.elastic:
+        # Elastic jobs have no Master: torchrun's c10d rendezvous runs on worker 0.
+        low, high = elastic_range(spec)
+        elastic = {"min": low, "max": high, "max_restarts": spec.k8s.max_restarts}
+        roles = [("Worker", nodes)]
+    else:
+        roles = [("Master", 1)] + ([("Worker", nodes - 1)] if nodes > 1 else [])
+    # The operator injects the rendezvous (PET_*, MASTER_ADDR, ...); `mgft-node` in the
+    # container turns it into the torchrun command line.
     return render_template(
         "pytorchjob.yaml.j2",
         version=__version__,
         name=spec.job_name,
         namespace=spec.k8s.namespace,
-        labels=sorted(labels(spec).items()),
+        labels=sorted(k8s_pod.labels(spec).items()),
+        job_labels=k8s_pod.job_labels(spec),
         nproc_per_node=spec.nproc_per_node,
-        backoff_limit=BACKOFF_LIMIT,
+        backoff_limit=BACKOFF_LIMIT if spec.k8s.backoff_limit is None else spec.k8s.backoff_limit,
+        volcano_queue=spec.k8s.volcano_queue,
+        elastic=elastic,
         roles=roles,
-        image=spec.image,
-        command=["torchrun", *trainer_argv(spec)],
-        env=list(job_env(spec).items()),
-        gpus=spec.resources.gpus,
-        shm_size=spec.k8s.shm_size,
+        pod=k8s_pod.pod(spec),
+        config_map=k8s_companions.config_map(spec),
+        claim=k8s_companions.claim(spec),
     )

@@ -49,7 +49,8 @@ def test_issue_example_shape() -> None:
         (container,) = pod["containers"]
         assert container["name"] == "pytorch"
         assert container["resources"]["limits"]["nvidia.com/gpu"] == 4
-        assert container["command"][:3] == ["torchrun", "-m", "mgft_train"]
+        assert container["command"][:6] == ["mgft-node", "--nproc-per-node=4",
+                                            "--master-wait=600", "--", "-m", "mgft_train"]
         assert "--strategy=zero2" in container["command"]
         env = {e["name"]: e["value"] for e in container["env"]}
         assert env["TORCH_NCCL_ASYNC_ERROR_HANDLING"] == "3" and env["MGFT_DEVICE"] == "cuda"

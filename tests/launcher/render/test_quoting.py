@@ -19,8 +19,10 @@ from hypothesis import strategies as st
 from mgft.errors import SpecError
 from mgft.render import render
 from mgft.render.common import trainer_argv
+from mgft.render.k8s_pod import entry_command
 from mgft.render.sbatch import render_sbatch
 
+from tests.k8s_operators import container_command, container_env
 from tests.launcher.render import cases
 from tests.launcher.render.stubs import run_recorded
 
@@ -74,10 +76,13 @@ def test_k8s_yaml_round_trips(api: str, model: str, dataset: str, output: str,
     doc = yaml.safe_load(render(spec))
     assert shape(doc) == shape(yaml.safe_load(render(benign))), "a value changed the structure"
     for container in k8s_containers(doc):
-        assert container["command"] == ["torchrun", *trainer_argv(spec)]
+        # What the process gets after the kubelet's $(VAR) expansion, not the YAML text.
+        env = container_env(container, secrets={})
+        assert container_command(container, env) == entry_command(spec)
+        assert entry_command(spec)[-len(trainer_argv(spec)):] == trainer_argv(spec)
         assert trainer_argv(spec)[2:5] == [f"--model={model}", f"--dataset={dataset}",
                                            f"--output={output}"]
-        assert {e["name"]: e["value"] for e in container["env"]}["USER_VALUE"] == env_value
+        assert env["USER_VALUE"] == env_value
 
 
 @SETTINGS

@@ -40,7 +40,8 @@ def test_shape() -> None:
     trainer = doc["spec"]["trainer"]
     assert trainer["numNodes"] == 2 and trainer["numProcPerNode"] == 4
     assert trainer["resourcesPerNode"]["limits"]["nvidia.com/gpu"] == 4
-    assert trainer["command"][:3] == ["torchrun", "-m", "mgft_train"]
+    assert trainer["command"][:6] == ["mgft-node", "--nproc-per-node=4", "--master-wait=600",
+                                      "--", "-m", "mgft_train"]
     (patch,) = doc["spec"]["runtimePatches"]
     (job,) = patch["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"]
     pod = job["template"]["spec"]["template"]["spec"]
