@@ -16,6 +16,8 @@ import click
 from mgft import __version__
 from mgft.errors import SpecError, SubmitError
 from mgft.flags import FLAGS
+from mgft.generate.launch import generate_options
+from mgft.plan.report import plan_options
 from mgft.spec import Backend, JobSpec, K8sApi, Strategy, Tuning
 
 _CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi}
@@ -69,8 +71,11 @@ def spec_from_options(config_file: Path | None, overrides: tuple[str, ...],
             raise SpecError("--env", item, "is not KEY=VALUE",
                             "write e.g. --env WANDB_MODE=offline")
         flags[f"env.{key}"] = value
-    spec = build_spec(merge(file_data, flags, overrides))
+    notes: list[str] = []
+    spec = build_spec(merge(file_data, flags, overrides), note=notes.append)
     check_local_inputs(spec)
+    for text in notes:  # after every check, so bad input stays a single line
+        click.echo(f"mgft: {text}", err=True)
     return spec
 
 
@@ -113,6 +118,27 @@ def submit(**options: Any) -> None:
 
     spec = spec_from_options(**options)
     sys.exit(backends.load(spec.backend).submit(spec))
+
+
+@main.command()
+@plan_options(_field_help)
+@_user_errors
+def plan(**options: Any) -> None:
+    """Estimate per-GPU memory under each strategy; recommend one and the largest micro-batch."""
+    from mgft.plan.report import run_plan
+
+    run_plan(**options)
+
+
+@main.command()
+@generate_options(_field_help, _CHOICES)
+@_user_errors
+def generate(**options: Any) -> None:
+    """Generate completions for a JSONL of prompts on every GPU (local, Slurm or k8s);
+    rerun with the same --output to resume."""
+    from mgft.generate.launch import run_generate
+
+    sys.exit(run_generate(**options))
 
 
 @main.group()
