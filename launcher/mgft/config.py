@@ -124,6 +124,11 @@ def _fill_derived(spec: JobSpec) -> JobSpec:
         spec = dataclasses.replace(spec, resources=res)
     if spec.name is None:
         canonical = _adapter().dump_python(spec, mode="json")
+        # Only what the job does names it: not how `auto` sized it, nor an absent generate
+        # section (so these sections leave every existing job's name as it was).
+        canonical.pop("plan", None)
+        if canonical.get("generate") is None:
+            canonical.pop("generate", None)
         spec = dataclasses.replace(spec, name=derive_name(spec.train.model, canonical))
     return spec
 

@@ -56,11 +56,14 @@ def _rms_norm(h: int, a: int, weight_trains: bool) -> float:
 
 
 def _attention(x: Batch) -> float:
-    """Per token, what SDPA saves: q, k, v (repeated to every head when a mask forces the
-    kernel without native GQA), the output (also o_proj's input) and the fp32 logsumexp;
+    """Per token, what SDPA saves: q, k, v (copied to every head when a mask rules out the
+    kernels with native GQA), the output (also o_proj's input) and the fp32 logsumexp;
     with a mask, the additive bias it converts the boolean mask into, in every layer."""
     arch, a = x.arch, x.act_bytes
-    kv = arch.q_dim if x.has_mask and arch.kv_heads != arch.heads else arch.kv_dim
+    # repeat_kv copies unless there is nothing to repeat, or one kv head (then the reshape
+    # of the expanded tensor is a view).
+    repeats = x.has_mask and 1 < arch.kv_heads < arch.heads
+    kv = arch.q_dim if repeats else arch.kv_dim
     per_token = a * (2 * arch.q_dim + 2 * kv) + FP32 * arch.heads
     if x.has_mask:
         per_token += a * math.ceil(x.seq_len / MASK_ALIGN) * MASK_ALIGN

@@ -164,10 +164,10 @@ def print_table(plan) -> None:
             b.params, b.grads, b.optimizer, b.activations, b.buffers, b.peak)),
             "yes" if r.fits else "no", str(r.max_micro_batch),
             style="bold" if mark else None)
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)  # sentences wrap where the terminal does
     if not console.is_terminal:
         console.width = 110  # pipes and files get the whole table, not an 80-column squeeze
-    console.print(table)
+    console.print(table, soft_wrap=False)
     share = 100 * job.trainable / arch.params
     console.print(f"model: {_count(arch.params)} parameters, {_count(job.trainable)} "
                   f"trained ({share:.2f}%); micro-batch {job.micro_batch} x seq-len "
