@@ -94,8 +94,9 @@ def main() -> None:
     for w, r in runs.items():
         print(f"{w:>9} {r['generate_s']:>10.2f} {r['tokens_per_s']:>9.0f} {r['load_s']:>7.1f} "
               f"{r['wall_s']:>7.1f} {r['peak_memory_bytes'] / 2**30:>8.2f}")
+    caveat = "; not meaningful on CPU" if args.tiny else ""
     print(f"speedup {worlds[-1]} vs 1: generation {speedup:.2f}x, wall {wall_speedup:.2f}x "
-          f"(target {TARGET}x on the generation phase{'; not meaningful on CPU' if args.tiny else ''})")
+          f"(target {TARGET}x on the generation phase{caveat})")
     print(f"identical completions (greedy) across world sizes: {same} of {len(one['completions'])}")
     result = {"mode": "tiny-cpu" if args.tiny else "gpu", "arch": arch, "target": TARGET,
               "settings": {k: getattr(args, k) for k in ("prompts", "batch_size",

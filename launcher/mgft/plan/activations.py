@@ -89,7 +89,7 @@ def layer_per_token(x: Batch, first: bool = False) -> float:
     frozen embedding's output) needs no gradient, so its input norm and the dropout masks on
     q/k/v keep nothing."""
     arch, a = x.arch, x.act_bytes
-    h, i, q = arch.hidden, arch.intermediate, arch.q_dim
+    h, i = arch.hidden, arch.intermediate
     attn = _attention(x)
     if x.full:
         norms = 2 * _rms_norm(h, a, weight_trains=True)

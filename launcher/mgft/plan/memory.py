@@ -63,7 +63,9 @@ class Job:
 
     @property
     def trainable(self) -> int:
-        return self.arch.params if self.tuning is Tuning.FULL else self.arch.lora_params(self.lora_r)
+        if self.tuning is Tuning.FULL:
+            return self.arch.params
+        return self.arch.lora_params(self.lora_r)
 
     @property
     def act_bytes(self) -> int:

@@ -35,7 +35,8 @@ def measured_saved_bytes(arch: Arch, mode: str, padded: bool, checkpointing: boo
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16,
                                              attn_implementation="sdpa")
     if checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable(
+            activation_checkpointing_kwargs={"use_reentrant": False})
     if not full:
         model = get_peft_model(model, LoraConfig(r=RANK, lora_alpha=16,
                                                  lora_dropout=0.05 if dropout else 0.0,
