@@ -37,6 +37,14 @@ golden: install
 bench-cli: install
 	$(BIN)/python bench/cli_startup.py
 
+# CPU plumbing checks of the GPU benchmarks (run without --tiny on a GPU machine).
+.PHONY: bench-plan bench-generate
+bench-plan: install
+	$(BIN)/python bench/plan_accuracy.py --tiny
+
+bench-generate: install
+	$(BIN)/python bench/generate_scaling.py --tiny
+
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis
 

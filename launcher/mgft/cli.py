@@ -16,6 +16,8 @@ import click
 from mgft import __version__, jobs_cli
 from mgft.errors import SpecError, SubmitError
 from mgft.flags import FLAGS
+from mgft.generate.launch import generate_options
+from mgft.plan.report import plan_options
 from mgft.spec import (
     Backend,
     DataFormat,
@@ -96,10 +98,13 @@ def spec_from_options(config_file: Path | None, overrides: tuple[str, ...],
             raise SpecError("--nccl", item, "is not KEY=VALUE",
                             "write e.g. --nccl NCCL_SOCKET_IFNAME==eth1")
         flags[f"dist.nccl.{key}"] = value
-    spec = build_spec(merge(file_data, flags, overrides))
+    notes: list[str] = []
+    spec = build_spec(merge(file_data, flags, overrides), note=notes.append)
     if check_files:
         check_local_inputs(spec)
     _warn(spec)
+    for text in notes:  # after every check, so bad input stays a single line
+        click.echo(f"mgft: {text}", err=True)
     return spec
 
 
@@ -171,6 +176,27 @@ def submit(replace: bool, **options: Any) -> None:
         raise SpecError("--replace", True, f"only applies to --backend k8s, not "
                         f"{spec.backend.value}", "drop --replace")
     sys.exit(backend.submit(spec, replace=True))
+
+
+@main.command()
+@plan_options(_field_help)
+@_user_errors
+def plan(**options: Any) -> None:
+    """Estimate per-GPU memory under each strategy; recommend one and the largest micro-batch."""
+    from mgft.plan.report import run_plan
+
+    run_plan(**options)
+
+
+@main.command()
+@generate_options(_field_help, _CHOICES)
+@_user_errors
+def generate(**options: Any) -> None:
+    """Generate completions for a JSONL of prompts on every GPU (local, Slurm or k8s);
+    rerun with the same --output to resume."""
+    from mgft.generate.launch import run_generate
+
+    sys.exit(run_generate(**options))
 
 
 @main.group()

@@ -8,7 +8,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +19,22 @@ from mgft import validate
 from mgft.errors import SpecError
 from mgft.flags import display_name
 from mgft.names import derive_name
-from mgft.spec import Backend, DistSpec, JobSpec, K8sSpec, Resources, SlurmSpec, Strategy, TrainSpec
+from mgft.spec import (
+    Backend,
+    DistSpec,
+    GenerateSpec,
+    JobSpec,
+    K8sSpec,
+    PlanSpec,
+    Resources,
+    SlurmSpec,
+    Strategy,
+    TrainSpec,
+)
 
 _SECTIONS: dict[str, type] = {
-    "train": TrainSpec, "resources": Resources, "k8s": K8sSpec, "slurm": SlurmSpec}
-_SECTIONS["dist"] = DistSpec
+    "train": TrainSpec, "resources": Resources, "k8s": K8sSpec, "slurm": SlurmSpec,
+    "dist": DistSpec, "plan": PlanSpec, "generate": GenerateSpec}
 
 
 @functools.cache
@@ -88,12 +99,19 @@ def merge(file_data: Mapping[str, Any], flags: Mapping[str, Any],
     return raw
 
 
-def build_spec(raw: Mapping[str, Any]) -> JobSpec:
-    """The one place a JobSpec is created: types, defaults, derived fields, rules."""
+def build_spec(raw: Mapping[str, Any], note: Callable[[str], None] | None = None) -> JobSpec:
+    """The one place a JobSpec is created: types, defaults, derived fields, rules. `note`
+    hears what was decided for the user (the strategy `auto` chose, and why)."""
     try:
         spec = _adapter().validate_python(dict(raw))
     except ValidationError as err:
         raise _spec_error(err) from None
+    if spec.train.strategy is Strategy.AUTO:
+        from mgft.plan.auto import resolve_auto
+
+        spec, why = resolve_auto(spec)
+        if note is not None:
+            note(why)
     spec = _fill_derived(spec)
     validate.check(spec)
     return spec
@@ -107,6 +125,11 @@ def _fill_derived(spec: JobSpec) -> JobSpec:
         spec = dataclasses.replace(spec, resources=res)
     if spec.name is None:
         canonical = _adapter().dump_python(spec, mode="json")
+        # Only what the job does names it: not how `auto` sized it, nor an absent generate
+        # section (so these sections leave every existing job's name as it was).
+        canonical.pop("plan", None)
+        if canonical.get("generate") is None:
+            canonical.pop("generate", None)
         spec = dataclasses.replace(spec, name=derive_name(spec.train.model, canonical))
     return spec
 

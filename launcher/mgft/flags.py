@@ -65,9 +65,21 @@ FLAGS: dict[str, str] = {
     "--debug-dist": "dist.debug",
     "--dist-timeout": "dist.timeout",
     "--preflight": "dist.preflight",
+    "--arch": "plan.arch",
+    "--gpu-memory": "plan.gpu_memory_gib",
 }
 
-_BY_PATH = {path: flag for flag, path in FLAGS.items()}
+# `mgft generate`'s own flags; it also takes the job flags that are not about training.
+GENERATE_FLAGS: dict[str, str] = {
+    "--adapter": "generate.adapter",
+    "--max-new-tokens": "generate.max_new_tokens",
+    "--min-new-tokens": "generate.min_new_tokens",
+    "--temperature": "generate.temperature",
+    "--top-p": "generate.top_p",
+    "--chat-template": "generate.chat_template",
+}
+
+_BY_PATH = {path: flag for flag, path in (FLAGS | GENERATE_FLAGS).items()}
 
 
 def display_name(path: str) -> str:

@@ -30,6 +30,8 @@ class Strategy(StrEnum):
     ZERO3 = "zero3"
     ZERO3_OFFLOAD = "zero3-offload"
     MP = "mp"
+    # Not a strategy the trainer runs: build_spec replaces it with the one `mgft plan` picks.
+    AUTO = "auto"
 
 
 class Tuning(StrEnum):
@@ -126,7 +128,8 @@ class TrainSpec:
     output: Annotated[str, Field(min_length=1, description=(
         "Directory for the adapter, metrics.json and logs. Must be new or empty."))] = "output"
     strategy: Annotated[Strategy, Field(description=(
-        "Parallelism: ddp, fsdp, zero1, zero2, zero3, zero3-offload or mp."))] = Strategy.DDP
+        "Parallelism: ddp, fsdp, zero1, zero2, zero3, zero3-offload or mp; auto picks one "
+        "from a memory estimate (`mgft plan`)."))] = Strategy.DDP
     tuning: Annotated[Tuning, Field(description=(
         "What is trained: lora, qlora (4-bit base) or full."))] = Tuning.LORA
     max_steps: Annotated[int | None, Field(ge=1, description=(
@@ -300,6 +303,44 @@ class DistSpec:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class PlanSpec:
+    """How `--strategy auto` sizes the job (the same estimate `mgft plan` prints)."""
+
+    __pydantic_config__ = _STRICT
+
+    arch: Annotated[str | None, Field(description=(
+        "Architecture to size for --strategy auto when --model is not readable here: a known "
+        "name such as llama-3-8b, or a config.json path."))] = None
+    gpu_memory_gib: Annotated[float, Field(gt=0, le=4096, description=(
+        "Memory of each GPU in GiB, for --strategy auto."))] = 80.0
+    margin: Annotated[float, Field(ge=0, lt=0.9, description=(
+        "Fraction of GPU memory --strategy auto keeps free."))] = 0.10
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class GenerateSpec:
+    """Batch generation instead of training (`mgft generate`). The job reads train.model (plus
+    the adapter) and the prompts in train.dataset, runs train.micro_batch prompts per forward
+    pass, seeds sampling with train.seed and writes train.output/generations.jsonl."""
+
+    __pydantic_config__ = _STRICT
+
+    adapter: Annotated[str | None, Field(min_length=1, description=(
+        "LoRA adapter directory applied to the base model, as seen by the job."))] = None
+    max_new_tokens: Annotated[int, Field(ge=1, le=1_000_000, description=(
+        "Most tokens generated per prompt."))] = 256
+    min_new_tokens: Annotated[int, Field(ge=0, le=1_000_000, description=(
+        "Fewest tokens generated per prompt (end-of-sequence is ignored until then)."))] = 0
+    temperature: Annotated[float, Field(ge=0, le=100, description=(
+        "Sampling temperature; 0 decodes greedily."))] = 0.0
+    top_p: Annotated[float, Field(gt=0, le=1, description=(
+        "Nucleus sampling: sample from the smallest set of tokens with this much "
+        "probability."))] = 1.0
+    chat_template: Annotated[bool, Field(description=(
+        "Render prompts with the tokenizer's chat template."))] = False
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class JobSpec:
     __pydantic_config__ = _STRICT
 
@@ -320,6 +361,11 @@ class JobSpec:
         default_factory=SlurmSpec)
     dist: Annotated[DistSpec, Field(description=(
         "NCCL preset, overrides, debugging and timeouts."))] = field(default_factory=DistSpec)
+    plan: Annotated[PlanSpec, Field(description="How --strategy auto sizes the job.")] = field(
+        default_factory=PlanSpec)
+    generate: Annotated[GenerateSpec | None, Field(description=(
+        "When set, the job generates completions for train.dataset instead of training."))] = (
+        None)
 
     @property
     def job_name(self) -> str:

@@ -10,6 +10,7 @@ import re
 from mgft.envcontract import RESERVED
 from mgft.errors import SpecError
 from mgft.flags import display_name
+from mgft.generate.rules import check_generate
 from mgft.names import DNS1035, MAX_NAME_LEN
 from mgft.spec import Backend, JobSpec, Strategy
 
@@ -38,6 +39,8 @@ def check(spec: JobSpec) -> None:
     _check_env(spec)
     _check_dist(spec)
     _check_gpu_choice(spec)
+    if spec.generate is not None:
+        check_generate(spec)
     if spec.backend is Backend.LOCAL:
         _check_local(spec)
     elif spec.backend is Backend.K8S:

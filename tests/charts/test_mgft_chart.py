@@ -13,7 +13,7 @@ import pytest
 import yaml
 from mgft.config import build_spec, json_schema
 from mgft.render import render
-from mgft.spec import K8sSpec, Resources, SlurmSpec, TrainSpec
+from mgft.spec import DistSpec, K8sSpec, PlanSpec, Resources, SlurmSpec, TrainSpec
 from pydantic import TypeAdapter
 
 from tests.conftest import REPO
@@ -163,6 +163,10 @@ def test_notes_say_how_to_follow_the_job(tmp_path: Path) -> None:
      "this chart runs Kubernetes jobs"),
     ({"train": {"model": "/m", "dataset": "/d"}, "image": "i",
       "k8s": {"api": "trainjob", "volcano_queue": "q"}}, "need api: pytorchjob"),
+    ({"train": {"model": "/m", "dataset": "/d", "strategy": "auto"}, "image": "i"},
+     "run `mgft plan`"),
+    ({"train": {"model": "/m", "dataset": "/d"}, "image": "i", "generate": {"top_p": 0.9}},
+     "mgft generate --backend k8s"),
 ])
 def test_bad_values_are_refused(values: dict, needle: str, tmp_path: Path) -> None:
     proc = helm_template(values, tmp_path, "default", check=False)
@@ -187,6 +191,8 @@ def test_values_defaults_are_mgft_defaults() -> None:
     assert values["train"] == defaults(TrainSpec, model="", dataset="")
     assert values["resources"] == defaults(Resources)
     assert values["slurm"] == defaults(SlurmSpec)
+    assert values["dist"] == defaults(DistSpec)
+    assert values["plan"] == defaults(PlanSpec) and values["generate"] is None
     k8s_defaults = defaults(K8sSpec) | {"namespace": ""}  # "": the release namespace
     assert values["k8s"] == k8s_defaults
     assert set(values) == {f.name for f in dataclasses.fields(

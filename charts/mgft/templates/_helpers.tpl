@@ -25,6 +25,12 @@ compares them). Keep it in step with launcher/mgft/render/ and templates/ there.
 {{- if and (ne .Values.k8s.api "pytorchjob") (or .Values.k8s.elastic_min_nodes .Values.k8s.elastic_max_nodes .Values.k8s.priority_class .Values.k8s.scheduler_name .Values.k8s.volcano_queue (not (kindIs "invalid" .Values.k8s.backoff_limit))) -}}
 {{- fail "k8s: elastic, priority_class, scheduler_name, volcano_queue and backoff_limit need api: pytorchjob" -}}
 {{- end -}}
+{{- if eq (toString .Values.train.strategy) "auto" -}}
+{{- fail "train.strategy \"auto\": the chart cannot size the job; run `mgft plan` (or `mgft render --strategy auto`) and set the strategy it names" -}}
+{{- end -}}
+{{- if .Values.generate -}}
+{{- fail "generate: this chart runs training jobs; render a generation job with `mgft generate --backend k8s --dry-run`" -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Processes per node: as given, else one per GPU (1 with strategy mp, 1 on CPU). */}}

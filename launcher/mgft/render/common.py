@@ -67,7 +67,12 @@ def job_env(spec: JobSpec) -> dict[str, str]:
 
 
 def trainer_argv(spec: JobSpec) -> list[str]:
-    """What torchrun runs in every process: the trainer module and its flags."""
+    """What torchrun runs in every process: the trainer module and its flags, or for a
+    generation job the generate module and its flags. Every backend renders this same list."""
+    if spec.generate is not None:
+        from mgft.generate.args import generate_argv
+
+        return generate_argv(spec)
     return ["-m", TRAINER_MODULE, *to_argv(spec.train)]
 
 

@@ -1,0 +1,150 @@
+"""`mgft generate`: flags → a generation JobSpec → the same renderers and backends as training.
+
+A generation job is a JobSpec with a `generate` section: train.model is the base model,
+train.dataset the prompts, train.output where results go, train.micro_batch the prompts per
+forward pass and train.seed the sampling seed. Renderers run `mgft_train.generate` in place of
+the trainer (`mgft.render.common.trainer_argv`), so local, Slurm and k8s all work unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+import click
+
+from mgft.errors import SpecError
+from mgft.flags import FLAGS, GENERATE_FLAGS
+from mgft.spec import JobSpec
+
+BATCH_SIZE = 16  # prompts per forward pass when neither the YAML nor a flag says
+# Spec fields `mgft generate` keeps under a name that says what they mean here.
+RENAMED = {"--prompts": "train.dataset", "--batch-size": "train.micro_batch"}
+_OWN_HELP = {
+    "--prompts": "JSONL of prompts, as seen by the job: one object per line with 'prompt' "
+                 "(text), 'messages' (a chat) or 'instruction' and optional 'input' (alpaca).",
+    "--batch-size": f"Prompts per process per forward pass.  [default: {BATCH_SIZE}]",
+    "--strategy": "ddp: a whole model per GPU (default); mp: one process per node splits the "
+                  "model over its GPUs.",
+    "--seed": "Seed for sampling (with --temperature above 0).  [default: 0]",
+    "--output": "Directory for generations.jsonl, per-rank shards (kept for resuming) and "
+                "generation_metrics.json. Rerun with the same --output to resume.",
+}
+# Training flags that generation also uses; the other train.* flags and the memory plan's
+# flags mean nothing here.
+_KEEP_TRAIN = ("train.model", "train.output", "train.seed", "train.strategy")
+ParamHelp = Callable[[str], tuple[str, str]]
+
+
+def generate_flags() -> dict[str, str]:
+    """flag -> spec path for `mgft generate`, in --help order."""
+    job = {flag: path for flag, path in FLAGS.items()
+           if not path.startswith(("train.", "plan.")) or path in _KEEP_TRAIN}
+    first = {"--model": job.pop("--model"), "--prompts": RENAMED["--prompts"],
+             "--output": job.pop("--output"), **GENERATE_FLAGS,
+             "--batch-size": RENAMED["--batch-size"], "--seed": job.pop("--seed")}
+    return first | job
+
+
+def generate_options(field_help: ParamHelp, choices: Mapping[str, type[Enum]]
+                     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The click options of `mgft generate`; help text comes from the spec's descriptions."""
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        for flag, path in reversed(generate_flags().items()):
+            text, metavar = field_help(path)
+            text = _OWN_HELP.get(flag, text)
+            if flag in choices:
+                metavar = "[" + "|".join(e.value for e in choices[flag]) + "]"
+            if flag == "--strategy":
+                metavar = "[ddp|mp]"
+            name = flag[2:].replace("-", "_")
+            if flag == "--chat-template":
+                func = click.option("--chat-template/--no-chat-template", name, default=None,
+                                    help=text)(func)
+            else:
+                func = click.option(flag, name, default=None, metavar=metavar, help=text)(func)
+        func = click.option("--dry-run", is_flag=True,
+                            help="Print the job `mgft generate` would submit, and stop.")(func)
+        func = click.option("--env", "env_items", multiple=True, metavar="KEY=VALUE",
+                            help="Extra environment variable for every process "
+                            "(repeatable).")(func)
+        func = click.option("--set", "overrides", multiple=True, metavar="a.b=c",
+                            help="Override any option by its YAML path, e.g. --set "
+                            "generate.top_p=0.9 (repeatable; applied last).")(func)
+        return click.option("--config", "config_file", type=click.Path(path_type=Path),
+                            help="YAML job file (see `mgft config schema`); its `generate` "
+                            "section holds the options above.")(func)
+    return decorate
+
+
+def _renamed(err: SpecError) -> SpecError:
+    """Errors from the shared spec name --dataset/--micro-batch; say --prompts/--batch-size."""
+    names = {"--dataset": "--prompts", "--micro-batch": "--batch-size"}
+    if err.field not in names:
+        return err
+    new = names[err.field]
+    return SpecError(new, err.value, err.problem, err.fix.replace(err.field, new))
+
+
+def build_generate_spec(config_file: Path | None, overrides: tuple[str, ...],
+                        env_items: tuple[str, ...], note: Callable[[str], None],
+                        **flag_values: Any) -> JobSpec:
+    from mgft.config import build_spec, load_yaml, merge
+
+    paths = generate_flags()
+    file_data = load_yaml(config_file) if config_file else {}
+    flags = {paths["--" + k.replace("_", "-")]: v for k, v in flag_values.items()
+             if v is not None}
+    for item in env_items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SpecError("--env", item, "is not KEY=VALUE",
+                            "write e.g. --env HF_HOME=/cache")
+        flags[f"env.{key}"] = value
+    raw = merge(file_data, flags, overrides)
+    raw["generate"] = raw.get("generate") or {}  # its presence makes this a generation job
+    train = raw.setdefault("train", {})
+    if isinstance(train, dict):
+        train.setdefault("micro_batch", BATCH_SIZE)
+    try:
+        spec = build_spec(raw, note=note)
+        check_local_inputs(spec)
+    except SpecError as err:
+        raise _renamed(err) from None
+    return spec
+
+
+def check_local_inputs(spec: JobSpec) -> None:
+    """Local jobs read the model, adapter and prompts here: check them before starting."""
+    from mgft.spec import Backend
+
+    if spec.backend is not Backend.LOCAL:
+        return
+    assert spec.generate is not None
+    if not Path(spec.train.model, "config.json").is_file():
+        raise SpecError("--model", spec.train.model, "no model directory with a config.json "
+                        "there", "pass a local model directory (config, weights and tokenizer)")
+    if not Path(spec.train.dataset).is_file():
+        raise SpecError("--prompts", spec.train.dataset, "file not found",
+                        "pass an existing .jsonl file of prompts")
+    adapter = spec.generate.adapter
+    if adapter is not None and not Path(adapter, "adapter_config.json").is_file():
+        raise SpecError("--adapter", adapter, "no adapter_config.json there",
+                        "pass the adapter directory a LoRA run saved (<output>/adapter)")
+
+
+def run_generate(dry_run: bool, **options: Any) -> int:
+    notes: list[str] = []
+    spec = build_generate_spec(note=notes.append, **options)
+    for text in notes:
+        click.echo(f"mgft: {text}", err=True)
+    if dry_run:
+        from mgft.render import render
+
+        click.echo(render(spec), nl=False)
+        return 0
+    from mgft import backends
+
+    return backends.load(spec.backend).submit(spec)

@@ -1,0 +1,185 @@
+"""`mgft plan`: its options, and the table (or JSON) it prints.
+
+Options that are also job options (--micro-batch, --gpus, ...) take their type, limits, help
+and default from the job spec, so `mgft plan` and `mgft submit` read a value the same way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from mgft.errors import SpecError
+from mgft.plan.memory import DTYPE_BYTES, GIB
+from mgft.spec import Tuning
+
+PLAN_FLAGS = {
+    "--model": "train.model", "--tuning": "train.tuning", "--micro-batch": "train.micro_batch",
+    "--seq-len": "train.seq_len", "--grad-accum": "train.grad_accum", "--lora-r": "train.lora_r",
+    "--lora-dropout": "train.lora_dropout", "--gpus": "resources.gpus",
+    "--nodes": "resources.nodes", "--gpu-memory": "plan.gpu_memory_gib",
+    "--margin": "plan.margin",
+}
+MODEL_HELP = ("What to size: a known architecture (llama-3-8b, llama-3.2-1b, mistral-7b, "
+              "qwen2.5-7b, ...; `--model list` shows all), a model directory or a config.json.")
+_OWN_HELP = {
+    "--gpus": "GPUs per node.  [default: 1]",
+    "--gpu-memory": "Memory of each GPU in GiB.  [default: 80.0]",
+    "--margin": "Fraction of GPU memory kept free (fragmentation, estimate error).  "
+                "[default: 0.1]",
+}
+ParamHelp = Callable[[str], tuple[str, str]]
+
+
+def plan_options(field_help: ParamHelp) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        func = click.option("--json", "as_json", is_flag=True,
+                            help="Print JSON instead of a table.")(func)
+        func = click.option("--activation-checkpointing/--no-activation-checkpointing",
+                            default=False, help="Recompute each layer in the backward pass "
+                            "instead of keeping its activations.  [default: off]")(func)
+        func = click.option("--dtype", default="bf16", metavar="[bf16|fp16|fp32]",
+                            help="Weight and activation dtype.  [default: bf16]")(func)
+        for flag, path in reversed(PLAN_FLAGS.items()):
+            text, metavar = field_help(path)
+            text = MODEL_HELP if flag == "--model" else _OWN_HELP.get(flag, text)
+            if flag == "--tuning":
+                metavar = "[" + "|".join(t.value for t in Tuning) + "]"
+            func = click.option(flag, flag[2:].replace("-", "_"), default=None, metavar=metavar,
+                                required=flag == "--model", help=text)(func)
+        return func
+    return decorate
+
+
+def _section(path: str) -> type:
+    from mgft.config import _SECTIONS
+
+    return _SECTIONS[path.split(".")[0]]
+
+
+def _value(flag: str, raw: Any) -> Any:
+    """The option's value checked against the spec field it mirrors (its default if unset)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    path = PLAN_FLAGS[flag]
+    cls, leaf = _section(path), path.split(".")[1]
+    if raw is None:
+        return next(f.default for f in dataclasses.fields(cls) if f.name == leaf)
+    hint = typing.get_type_hints(cls, include_extras=True)[leaf]
+    try:
+        return TypeAdapter(hint).validate_python(raw)
+    except ValidationError as err:
+        first = err.errors()[0]
+        raise SpecError(flag, raw, first["msg"].lower(),
+                        f"see `mgft plan --help` for {flag}") from None
+
+
+def job_from_options(options: dict[str, Any]):
+    from mgft.plan.arch import resolve
+    from mgft.plan.memory import Job
+    from mgft.plan.pick import Budget
+
+    v = {flag: _value(flag, options[flag[2:].replace("-", "_")]) for flag in PLAN_FLAGS}
+    if options["dtype"] not in DTYPE_BYTES:
+        raise SpecError("--dtype", options["dtype"], "not one of the choices",
+                        f"use one of: {', '.join(DTYPE_BYTES)}")
+    if v["--gpus"] == 0:
+        raise SpecError("--gpus", 0, "mgft plan sizes GPU memory", "pass --gpus 1 or more")
+    job = Job(arch=resolve(v["--model"]), tuning=v["--tuning"], dtype=options["dtype"],
+              micro_batch=v["--micro-batch"], seq_len=v["--seq-len"],
+              grad_accum=v["--grad-accum"], checkpointing=options["activation_checkpointing"],
+              lora_r=v["--lora-r"], lora_dropout=v["--lora-dropout"], gpus_per_node=v["--gpus"],
+              nodes=v["--nodes"])
+    return job, Budget(gpu_memory_gib=v["--gpu-memory"], margin=v["--margin"])
+
+
+def run_plan(as_json: bool, **options: Any) -> None:
+    from mgft.plan.arch import KNOWN
+    from mgft.plan.pick import make_plan
+
+    if options["model"] == "list":
+        for name, arch in KNOWN.items():
+            click.echo(f"{name:<14} {arch.params / 1e9:6.2f} B  ({arch.family})")
+        return
+    job, budget = job_from_options(options)
+    plan = make_plan(job, budget)
+    if as_json:
+        click.echo(json.dumps(to_json(plan), indent=2))
+    else:
+        print_table(plan)
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e9:.2f} B" if n >= 1e9 else f"{n / 1e6:.1f} M"
+
+
+def _gib(n: float) -> float:
+    return round(n / GIB, 2)
+
+
+def to_json(plan) -> dict[str, Any]:
+    job, arch = plan.job, plan.job.arch
+    return {
+        "model": {"name": arch.name, "params": arch.params, "trainable_params": job.trainable},
+        "job": {"tuning": job.tuning.value, "dtype": job.dtype, "micro_batch": job.micro_batch,
+                "seq_len": job.seq_len, "grad_accum": job.grad_accum,
+                "activation_checkpointing": job.checkpointing, "lora_r": job.lora_r,
+                "gpus_per_node": job.gpus_per_node, "nodes": job.nodes},
+        "budget": {"gpu_memory_gib": plan.budget.gpu_memory_gib, "margin": plan.budget.margin,
+                   "overhead_gib": plan.budget.overhead_gib,
+                   "usable_gib": _gib(plan.budget.usable)},
+        "strategies": [{
+            "strategy": r.strategy.value, "params_gib": _gib(r.breakdown.params),
+            "grads_gib": _gib(r.breakdown.grads), "optimizer_gib": _gib(r.breakdown.optimizer),
+            "activations_gib": _gib(r.breakdown.activations),
+            "buffers_gib": _gib(r.breakdown.buffers), "peak_gib": _gib(r.breakdown.peak),
+            "host_gib": _gib(r.breakdown.host), "fits": r.fits,
+            "max_micro_batch": r.max_micro_batch} for r in plan.rows],
+        "recommended": plan.choice.value if plan.choice else None,
+        "reason": plan.reason,
+    }
+
+
+def print_table(plan) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    job, arch = plan.job, plan.job.arch
+    table = Table(title=f"Per-GPU memory (GiB): {arch.name}, {job.tuning.value}, "
+                        f"{job.nodes} x {job.gpus_per_node} GPUs of "
+                        f"{plan.budget.gpu_memory_gib:g} GiB", title_justify="left")
+    for name in ("strategy", "params", "grads", "optimizer", "activations", "buffers", "peak",
+                 "fits", "max micro-batch"):
+        table.add_column(name, justify="left" if name == "strategy" else "right",
+                         no_wrap=name == "strategy")
+    for r in plan.rows:
+        b = r.breakdown
+        mark = "*" if r.strategy is plan.choice else ""
+        table.add_row(f"{r.strategy.value}{mark}", *(f"{x / GIB:.1f}" for x in (
+            b.params, b.grads, b.optimizer, b.activations, b.buffers, b.peak)),
+            "yes" if r.fits else "no", str(r.max_micro_batch),
+            style="bold" if mark else None)
+    console = Console(highlight=False, soft_wrap=True)  # sentences wrap where the terminal does
+    if not console.is_terminal:
+        console.width = 110  # pipes and files get the whole table, not an 80-column squeeze
+    console.print(table, soft_wrap=False)
+    share = 100 * job.trainable / arch.params
+    console.print(f"model: {_count(arch.params)} parameters, {_count(job.trainable)} "
+                  f"trained ({share:.2f}%); micro-batch {job.micro_batch} x seq-len "
+                  f"{job.seq_len}, {job.dtype}, activation checkpointing "
+                  f"{'on' if job.checkpointing else 'off'}")
+    b = plan.budget
+    console.print(f"usable per GPU: {b.gpu_memory_gib:g} GiB - {b.margin:.0%} margin - "
+                  f"{b.overhead_gib:g} GiB CUDA context and NCCL = {b.usable / GIB:.1f} GiB")
+    offload = next((r for r in plan.rows if r.breakdown.host), None)
+    if offload is not None:
+        console.print(f"{offload.strategy.value} also holds {offload.breakdown.host / GIB:.1f} "
+                      "GiB of CPU memory per GPU")
+    verdict = f"recommended: {plan.reason}" if plan.choice else plan.reason
+    console.print(verdict)
+    console.print("how each number is derived: docs/plan.md")

@@ -1,0 +1,80 @@
+"""`mgft plan` on the command line: table, JSON, bad input, and nothing heavy imported."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from mgft.cli import main
+from mgft.plan.arch import KNOWN
+from mgft.plan.memory import GIB, Job, estimate
+from mgft.spec import Strategy, Tuning
+
+
+def plan(*args: str):
+    return CliRunner().invoke(main, ["plan", *args])
+
+
+def test_json_holds_every_strategy_as_estimated() -> None:
+    result = plan("--model", "llama-3-8b", "--tuning", "qlora", "--gpus", "4",
+                  "--micro-batch", "8", "--seq-len", "2048", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    rows = {r["strategy"]: r for r in data["strategies"]}
+    assert set(rows) == {s.value for s in Strategy if s is not Strategy.AUTO}
+    job = Job(arch=KNOWN["llama-3-8b"], tuning=Tuning.QLORA, gpus_per_node=4, micro_batch=8,
+              seq_len=2048)
+    for name, row in rows.items():
+        b = estimate(job, Strategy(name))
+        assert row["peak_gib"] == round(b.peak / GIB, 2)
+        assert row["activations_gib"] == round(b.activations / GIB, 2)
+    assert data["recommended"] in rows and data["model"]["params"] == KNOWN["llama-3-8b"].params
+
+
+def test_table_names_every_strategy_and_the_recommendation() -> None:
+    result = plan("--model", "llama-3-70b", "--tuning", "full", "--gpus", "8", "--nodes", "2",
+                  "--micro-batch", "1", "--activation-checkpointing")
+    assert result.exit_code == 0, result.output
+    for strategy in ("ddp", "fsdp", "zero1", "zero2", "zero3", "zero3-offload", "mp"):
+        assert f"│ {strategy}" in result.output
+    assert "recommended: fsdp" in result.output and "activation checkpointing on" in result.output
+
+
+def test_model_list() -> None:
+    result = plan("--model", "list")
+    assert result.exit_code == 0 and all(name in result.output for name in KNOWN)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "gpt-9"], "--model gpt-9: neither a config.json"),
+    (["--model", "llama-3-8b", "--micro-batch", "0"], "--micro-batch 0:"),
+    (["--model", "llama-3-8b", "--dtype", "fp8"], "--dtype fp8: not one of the choices"),
+    (["--model", "llama-3-8b", "--gpus", "0"], "--gpus 0: mgft plan sizes GPU memory"),
+    (["--model", "llama-3-8b", "--tuning", "dora"], "--tuning dora:"),
+    (["--model", "llama-3-8b", "--margin", "0.95"], "--margin 0.95:"),
+])
+def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "mgft.cli", "plan", *args],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.startswith(f"mgft: error: {needle}"), proc.stderr
+    assert proc.stderr.count("\n") == 1
+
+
+def test_plan_imports_nothing_heavy() -> None:
+    code = """
+import sys
+from mgft.cli import main
+try:
+    main(["plan", "--model", "llama-3-8b", "--gpus", "8", "--json"], standalone_mode=False)
+except SystemExit:
+    pass
+heavy = ("torch", "transformers", "kubernetes", "submitit", "deepspeed", "peft", "numpy")
+print(sorted(m for m in heavy if m in sys.modules))
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -1,0 +1,3 @@
+from mgft_train.generate.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,192 @@
+"""mgft-generate: batch generation, data-parallel over the job's processes, resumable.
+
+    torchrun --nproc-per-node 4 -m mgft_train.generate --model=DIR --prompts=FILE --output=DIR
+
+Each rank takes every world_size-th prompt that no earlier run finished, appends its results
+to its own shard, and rank 0 merges all shards into <output>/generations.jsonl in input
+order. Rerun with the same --output after a crash: finished prompts are skipped.
+
+Exit codes: 0 done; 2 bad input (one line naming the flag, the value and the fix).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from mgft.envcontract import DistEnv, LaunchEnv
+from mgft.generate.args import GenerateArgs, from_argv
+
+from mgft_train.errors import UsageError
+
+PROG = "mgft-generate"
+# Ranks wait for the slowest shard before merging; that can take hours, and gloo's default
+# 30-minute timeout would fail a healthy job. A rank that dies still ends the job: torchrun
+# stops the others.
+GROUP_TIMEOUT = timedelta(days=7)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = from_argv(sys.argv[1:] if argv is None else argv, prog=PROG)  # exits 2 on bad flags
+    env = DistEnv.from_env()
+    # Everything that can be wrong with the inputs is found before any rank waits on another.
+    try:
+        check_inputs(args)
+        from mgft_train.distributed import resolve_device
+        from mgft_train.generate import decode, prompts, store
+
+        tokenizer = decode.load_tokenizer(args)
+        rows = prompts.load_rows(args.prompts)
+        prompts.check_template(tokenizer, args.model, rows, args.chat_template)
+        items = prompts.encode(rows, tokenizer, args.chat_template)
+        settings = settings_of(args, store.file_sha256(args.prompts), len(items))
+        store.check_settings(args.output, settings)
+        device = resolve_device(LaunchEnv.from_env(), env)
+    except UsageError as err:
+        if env.is_main:
+            print(f"{PROG}: {err}", file=sys.stderr)
+        return 2
+    _quiet_hf()
+    group = join(env)
+    try:
+        run(args, env, device, tokenizer, items, settings, group)
+    except BaseException:
+        if group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+        raise
+    if group:
+        import torch.distributed as dist
+
+        dist.barrier()  # gloo aborts at random at exit without it (cpu-gloo-training.md)
+        dist.destroy_process_group()
+    return 0
+
+
+def check_inputs(args: GenerateArgs) -> None:
+    fix = "pass a local model directory holding config.json, weights and tokenizer files"
+    if not Path(args.model, "config.json").is_file():
+        raise UsageError("--model", args.model, "no config.json there", fix)
+    if not Path(args.prompts).is_file():
+        raise UsageError("--prompts", args.prompts, "file not found",
+                         "pass an existing .jsonl file of prompts")
+    if args.adapter is not None and not Path(args.adapter, "adapter_config.json").is_file():
+        raise UsageError("--adapter", args.adapter, "no adapter_config.json there",
+                         "pass the adapter directory a LoRA run saved (<output>/adapter)")
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise UsageError("--output", args.output, "exists and is not a directory",
+                         "pick a directory for the results")
+
+
+def settings_of(args: GenerateArgs, prompts_sha256: str, count: int) -> dict[str, Any]:
+    """What decides the results; world size and batch size do not (greedily, at least)."""
+    return {"model": os.path.realpath(args.model),
+            "adapter": os.path.realpath(args.adapter) if args.adapter else None,
+            "prompts_sha256": prompts_sha256, "prompts": count,
+            "max_new_tokens": args.max_new_tokens, "min_new_tokens": args.min_new_tokens,
+            "temperature": args.temperature, "top_p": args.top_p, "seed": args.seed,
+            "chat_template": args.chat_template}
+
+
+def join(env: DistEnv) -> bool:
+    """A gloo group for the few barriers: generation itself never communicates, so it needs
+    no NCCL communicator (nor its GPU memory)."""
+    if not env.distributed:
+        return False
+    import torch.distributed as dist
+
+    dist.init_process_group(backend="gloo", timeout=GROUP_TIMEOUT)
+    return True
+
+
+def run(args: GenerateArgs, env: DistEnv, device: Any, tokenizer: Any, items: list,
+        settings: dict[str, Any], group: bool) -> None:
+    from mgft_train.generate import decode, store
+
+    rank, world = (env.rank, env.world_size) if group else (0, 1)
+    done = store.read_done(args.output)  # every rank, before any rank appends
+    if rank == 0:
+        store.write_settings(args.output, settings)
+    _barrier(group)
+    todo = [p for p in items if p.index not in done]
+    # Longest first: batches of similar length pad less, and an out-of-memory shows up at once.
+    mine = sorted(todo[rank::world], key=lambda p: (-len(p.ids), p.index))
+    start = time.perf_counter()
+    model = decode.load_model(args, device)
+    loaded = time.perf_counter()
+    eos = decode.stop_ids(model, tokenizer)
+    config = decode.generation_config(args, tokenizer, eos)
+    writer = store.ShardWriter(args.output, rank)
+    tokens = 0
+    try:
+        for first in range(0, len(mine), args.batch_size):
+            batch = mine[first:first + args.batch_size]
+            records = decode.generate(model, tokenizer, config, eos, batch,
+                                      seed=args.seed * 1_000_003 + batch[0].index)
+            writer.append(records)
+            tokens += sum(r["completion_tokens"] for r in records)
+            if rank == 0:
+                print(f"{PROG}: rank 0: {first + len(batch)}/{len(mine)} prompts", flush=True)
+    finally:
+        writer.close()
+    mine_stats = {"rank": rank, "prompts": len(mine), "completion_tokens": tokens,
+                  "load_s": loaded - start, "generate_s": time.perf_counter() - loaded,
+                  "peak_memory_bytes": _peak_memory(device)}
+    stats = _gather(mine_stats, world, group)
+    if rank == 0:
+        path = store.merge(args.output, items)
+        report = metrics(args, stats, device, len(items), len(done), group)
+        store.write_json(Path(args.output, store.METRICS), report)
+        print(f"{PROG}: {len(items)} prompts ({report['generated_now']} generated now, "
+              f"{len(done)} already done) on {world} x {device.type}; "
+              f"{report['completion_tokens']} tokens in {report['generate_s']:.1f} s "
+              f"({report['tokens_per_s']:.0f} tok/s); wrote {path}", flush=True)
+
+
+def metrics(args: GenerateArgs, stats: list[dict[str, Any]], device: Any, total: int,
+            skipped: int, group: bool) -> dict[str, Any]:
+    slowest = max(s["generate_s"] for s in stats)
+    tokens = sum(s["completion_tokens"] for s in stats)
+    return {"world_size": len(stats), "backend": "gloo" if group else "none",
+            "device": device.type, "prompts": total, "already_done": skipped,
+            "generated_now": sum(s["prompts"] for s in stats), "completion_tokens": tokens,
+            "generate_s": slowest, "tokens_per_s": tokens / slowest if slowest > 0 else 0.0,
+            "load_s": max(s["load_s"] for s in stats),
+            "peak_memory_bytes": max(s["peak_memory_bytes"] for s in stats),
+            "ranks": stats, "args": dataclasses.asdict(args)}
+
+
+def _barrier(group: bool) -> None:
+    if group:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _gather(mine: dict[str, Any], world: int, group: bool) -> list[dict[str, Any]]:
+    if not group:
+        return [mine]
+    import torch.distributed as dist
+
+    out: list[Any] = [None] * world
+    dist.all_gather_object(out, mine)
+    return out
+
+
+def _peak_memory(device: Any) -> int:
+    from mgft_train.loop import peak_memory_bytes
+
+    return int(peak_memory_bytes(device))
+
+
+def _quiet_hf() -> None:
+    from transformers.utils import logging
+
+    logging.disable_progress_bar()
