@@ -124,12 +124,10 @@ def _fill_derived(spec: JobSpec) -> JobSpec:
         res = dataclasses.replace(res, nproc_per_node=res.gpus if one_per_gpu else 1)
         spec = dataclasses.replace(spec, resources=res)
     if spec.name is None:
-        canonical = _adapter().dump_python(spec, mode="json")
-        # Only what the job does names it: not how `auto` sized it, nor an absent generate
-        # section (so these sections leave every existing job's name as it was).
+        # Only what differs from the defaults names a job, so a release that adds an option
+        # renames no existing job; nor does how `auto` sized it.
+        canonical = _adapter().dump_python(spec, mode="json", exclude_defaults=True)
         canonical.pop("plan", None)
-        if canonical.get("generate") is None:
-            canonical.pop("generate", None)
         spec = dataclasses.replace(spec, name=derive_name(spec.train.model, canonical))
     return spec
 

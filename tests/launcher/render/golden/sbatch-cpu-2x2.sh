@@ -1,11 +1,11 @@
 #!/bin/bash
 # Rendered by mgft 0.1.0. Submit with `mgft submit` or plain `sbatch`.
-#SBATCH --job-name=mgft-llama-4e45e871
+#SBATCH --job-name=mgft-llama-6bb39637
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=4
 #SBATCH --time=30
-#SBATCH --output=mgft-llama-4e45e871-%j.out
+#SBATCH --output=mgft-llama-6bb39637-%j.out
 set -euo pipefail
 
 export PYTHONUNBUFFERED=1
@@ -14,7 +14,7 @@ export HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS=1
 export MGFT_DIST_TIMEOUT=600
 export MGFT_DEVICE=cpu
-export MGFT_JOB_NAME=mgft-llama-4e45e871
+export MGFT_JOB_NAME=mgft-llama-6bb39637
 export MGFT_BACKEND=slurm
 
 # Rendezvous on the allocation's first node, on a port derived from the job id so that

@@ -1,13 +1,13 @@
 #!/bin/bash
 # Rendered by mgft 0.1.0. Submit with `mgft submit` or plain `sbatch`.
-#SBATCH --job-name=mgft-llama-f2b2471e
+#SBATCH --job-name=mgft-llama-da681aa5
 #SBATCH --nodes=4
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
 #SBATCH --cpus-per-task=64
 #SBATCH --time=04:00:00
 #SBATCH --partition=gpu
-#SBATCH --output=mgft-llama-f2b2471e-%j.out
+#SBATCH --output=mgft-llama-da681aa5-%j.out
 set -euo pipefail
 
 export PYTHONUNBUFFERED=1
@@ -19,7 +19,7 @@ export OMP_NUM_THREADS=4
 export MGFT_FABRIC=auto
 export MGFT_DIST_TIMEOUT=600
 export MGFT_DEVICE=cuda
-export MGFT_JOB_NAME=mgft-llama-f2b2471e
+export MGFT_JOB_NAME=mgft-llama-da681aa5
 export MGFT_BACKEND=slurm
 
 # Rendezvous on the allocation's first node, on a port derived from the job id so that
