@@ -16,9 +16,10 @@ import click
 from mgft import __version__
 from mgft.errors import SpecError, SubmitError
 from mgft.flags import FLAGS
-from mgft.spec import Backend, JobSpec, K8sApi, Strategy, Tuning
+from mgft.spec import Backend, JobSpec, K8sApi, SlurmContainer, Strategy, Tuning
 
-_CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi}
+_CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi,
+            "--container": SlurmContainer}
 
 
 def _field_help(path: str) -> tuple[str, str]:
@@ -126,6 +127,63 @@ def schema() -> None:
     from mgft.config import json_schema
 
     click.echo(json.dumps(json_schema(), indent=2))
+
+
+def _job_backend(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option("--backend", type=click.Choice([b.value for b in Backend]), default=None,
+                        help="The job's backend. Default: slurm for a numeric job id, k8s for "
+                        "a name.")(func)
+
+
+@main.command()
+@click.argument("job")
+@_job_backend
+@click.option("--json", "as_json", is_flag=True, help="Print the state as JSON.")
+@_user_errors
+def status(job: str, backend: str | None, as_json: bool) -> None:
+    """Where a submitted job is: state, exit code, and a failure's last lines."""
+    from mgft import manage
+
+    sys.exit(manage.manager(manage.backend_for(job, backend), "status").status(job, as_json))
+
+
+@main.command()
+@click.argument("job")
+@_job_backend
+@click.option("-f", "--follow", is_flag=True, help="Keep printing new lines until the job ends.")
+@click.option("--rank", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Only the lines of this global rank.")
+@_user_errors
+def logs(job: str, backend: str | None, follow: bool, rank: int | None) -> None:
+    """Print a job's output: every node's, or one rank's."""
+    from mgft import manage
+
+    module = manage.manager(manage.backend_for(job, backend), "logs")
+    sys.exit(module.show_logs(job, follow=follow, rank=rank))
+
+
+@main.command()
+@click.argument("job")
+@_job_backend
+@_user_errors
+def cancel(job: str, backend: str | None) -> None:
+    """Cancel a job and wait until it has stopped."""
+    from mgft import manage
+
+    sys.exit(manage.manager(manage.backend_for(job, backend), "cancel").cancel(job))
+
+
+@main.command("list")
+@_job_backend
+@click.option("--json", "as_json", is_flag=True, help="Print the jobs as JSON.")
+@_user_errors
+def list_jobs(backend: str | None, as_json: bool) -> None:
+    """The jobs you submitted with mgft, newest first, with their state."""
+    from mgft import manage
+    from mgft.spec import Backend as B
+
+    chosen = [B(backend)] if backend else list(manage.LISTED)
+    sys.exit(max(manage.manager(b, "list").list_jobs(as_json) for b in chosen))
 
 
 if __name__ == "__main__":

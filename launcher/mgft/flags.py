@@ -35,6 +35,12 @@ FLAGS: dict[str, str] = {
     "--partition": "slurm.partition",
     "--time": "slurm.time",
     "--cpus-per-task": "slurm.cpus_per_task",
+    "--account": "slurm.account",
+    "--qos": "slurm.qos",
+    "--mem": "slurm.mem",
+    "--constraint": "slurm.constraint",
+    "--reservation": "slurm.reservation",
+    "--container": "slurm.container",
 }
 
 _BY_PATH = {path: flag for flag, path in FLAGS.items()}

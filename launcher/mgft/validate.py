@@ -11,6 +11,7 @@ from mgft.envcontract import RESERVED
 from mgft.errors import SpecError
 from mgft.flags import display_name
 from mgft.names import DNS1035, MAX_NAME_LEN
+from mgft.slurm import rules as slurm_rules
 from mgft.spec import Backend, JobSpec, Strategy
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -123,6 +124,7 @@ def _check_slurm(spec: JobSpec) -> None:
     if not _SLURM_TIME.match(spec.slurm.time):
         _fail("slurm.time", spec.slurm.time, "not a Slurm time limit",
               "use minutes, HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
+    slurm_rules.check(spec)
 
 
 def _check_image(spec: JobSpec) -> None:
