@@ -84,8 +84,8 @@ write_configs() {
     echo "SlurmUser=root"
     echo "AuthType=auth/munge"
     echo "CredType=cred/munge"
-    # The default 120 s credential lifetime delays every requeued job by 121 s.
-    echo "AuthInfo=cred_expire=10"
+    # The default 120 s credential lifetime delays every requeued job by 121 s; 5 is the least.
+    echo "AuthInfo=cred_expire=5"
     echo "StateSaveLocation=$DIR/state/ctld"
     echo "SlurmdSpoolDir=$DIR/state/slurmd-%n"
     echo "SlurmctldPidFile=$DIR/run/slurmctld.pid"
@@ -152,7 +152,7 @@ start_munge() {
   # munged refuses a socket directory that others can write to.
   mkdir -p "${MUNGE_SOCKET%/*}" && chmod 755 "${MUNGE_SOCKET%/*}"
   munged --force --key-file="$DIR/munge/munge.key" --pid-file="$DIR/run/munged.pid" \
-    --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" -S "$MUNGE_SOCKET"
+    --log-file="$DIR/log/munged.log" --seed-file="$DIR/munge/munged.seed" -S "$MUNGE_SOCKET" 9>&-
   wait_for 10 munge_works || die "munged did not start; see $DIR/log/munged.log"
 }
 
@@ -170,7 +170,7 @@ start_mariadb() {
       --port="$DB_PORT" --bind-address=127.0.0.1 --skip-name-resolve \
       --pid-file="$DIR/run/mariadb.pid" --log-error="$DIR/log/mariadb.log" \
       --innodb-buffer-pool-size=64M --innodb-lock-wait-timeout=900 --innodb-flush-log-at-trx-commit=2 \
-      < /dev/null > /dev/null 2>&1 &
+      < /dev/null > /dev/null 2>&1 9>&- &
     wait_for 30 sql -e 'SELECT 1' || die "mariadb did not start; see $DIR/log/mariadb.log"
   fi
   local pass
@@ -182,7 +182,7 @@ start_mariadb() {
 
 start_slurmdbd() {
   if ! live_pid "$DIR/run/slurmdbd.pid" slurmdbd >/dev/null; then
-    SLURM_CONF=$CONF slurmdbd
+    SLURM_CONF=$CONF slurmdbd 9>&-
   fi
   wait_for 30 sacctmgr -n show cluster || die "slurmdbd did not answer; see $DIR/log/slurmdbd.log"
   if [[ -z $(sacctmgr -n -P show cluster "$CLUSTER" format=cluster) ]]; then
@@ -192,7 +192,7 @@ start_slurmdbd() {
 
 start_slurmctld() {
   if ! live_pid "$DIR/run/slurmctld.pid" slurmctld >/dev/null; then
-    slurmctld -f "$CONF"
+    slurmctld -f "$CONF" 9>&-
   fi
   wait_for 30 scontrol ping || die "slurmctld did not answer; see $DIR/log/slurmctld.log"
 }
@@ -205,7 +205,7 @@ start_slurmd() {
     mkdir -p "$DIR/state/slurmd-$node"
     # Its own UTS namespace, so `hostname` is the node name inside jobs: torchrun's c10d
     # rendezvous decides which agent hosts the store by comparing hostnames.
-    unshare --uts sh -c 'hostname "$1" && exec slurmd -N "$1" -f "$2"' slurmd "$node" "$CONF"
+    unshare --uts sh -c 'hostname "$1" && exec slurmd -N "$1" -f "$2"' slurmd "$node" "$CONF" 9>&-
   done
   nodes_idle() { [[ -z $(sinfo -h -N -o '%T' | grep -vE '^(idle|mixed|allocated)$') ]]; }
   wait_for 30 nodes_idle || die "nodes not idle: $(sinfo -h -N -o '%N %T %E' | tr '\n' ' ')"
@@ -214,6 +214,8 @@ start_slurmd() {
 up() {
   need_root_and_binaries
   mkdir -p "$DIR"
+  # One cluster.sh at a time. Every daemon is started with fd 9 closed (9>&-), or it would
+  # hold the lock for as long as it runs.
   exec 9> "$DIR/lock"
   flock -w 120 9 || die "another cluster.sh holds $DIR/lock"
   local start=$SECONDS

@@ -12,7 +12,7 @@ from mgft.errors import SpecError
 from mgft.flags import display_name
 from mgft.names import DNS1035, MAX_NAME_LEN
 from mgft.slurm import rules as slurm_rules
-from mgft.spec import Backend, JobSpec, Strategy
+from mgft.spec import Backend, JobSpec, SlurmContainer, Strategy
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
@@ -116,7 +116,8 @@ def _check_k8s(spec: JobSpec) -> None:
 
 
 def _check_slurm(spec: JobSpec) -> None:
-    _check_image(spec)
+    if spec.slurm.container is not SlurmContainer.APPTAINER:  # also takes a .sif path
+        _check_image(spec)
     part = spec.slurm.partition
     if part is not None and not _SLURM_NAME.match(part):
         _fail("slurm.partition", part, "not a Slurm partition name",

@@ -40,6 +40,10 @@ def _slurm(*cmd: str, tolerate: tuple[str, ...] = ()) -> subprocess.CompletedPro
     """Run a Slurm command; when Slurm cannot be reached, say so in one line."""
     if shutil.which(cmd[0]) is None:
         raise SubmitError(f"Slurm is not reachable: {cmd[0]} is not on PATH; {HOW_TO_REACH}")
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not os.path.isfile(conf):  # Slurm's commands would retry it for a minute
+        raise SubmitError(f"Slurm is not reachable: SLURM_CONF={conf} does not exist; "
+                          f"{HOW_TO_REACH}")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
     except subprocess.TimeoutExpired:

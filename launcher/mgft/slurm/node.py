@@ -14,7 +14,8 @@ Signals. Slurm signals every process of a job step: USR2 before the time limit o
 - This task outlives TERM until torchrun is done, so the workers can finish their checkpoint
   within Slurm's KillWait; if it died first, Slurm would end the step and kill them.
 - The trainer exits 75 (mgft.exitcodes.PREEMPTED) once its checkpoint is complete. Unless
-  Slurm is ending the job (TERM), node 0 then requeues it, and the requeued run resumes.
+  Slurm is ending the job (TERM: it requeues or cancels it itself), node 0 then requeues it,
+  and the requeued run resumes.
   Other nodes exit 0, so that srun's --kill-on-bad-exit leaves node 0 time to do so.
 
 Standard library and light mgft modules only: this runs on compute nodes and in containers.
@@ -196,15 +197,16 @@ def scontrol_requeue(job_id: str) -> None:
 
 def settle(outcome: Outcome, slurm: SlurmEnv, requeue: Callable[[str], None]) -> int:
     """This node task's exit code, after requeueing the job if it stopped at a checkpoint."""
+    if outcome.terminated:
+        # torchrun stops its workers with TERM itself and then reports no worker codes.
+        log("Slurm is ending this job (SIGTERM); the trainer saves a checkpoint on SIGTERM, so "
+            "a requeued or resubmitted job resumes from it")
+        return outcome.exit_code
     if not outcome.preempted:
         if outcome.exit_code != OK:
             where = f" on rank {outcome.failed_rank}" if outcome.failed_rank is not None else ""
             log(f"trainer exited with code {outcome.exit_code}{where}")
         return outcome.exit_code
-    if outcome.terminated:
-        log("the trainer saved a checkpoint and Slurm is ending the job; the requeued (or a "
-            "resubmitted) job resumes from it")
-        return PREEMPTED
     if slurm.node_id != 0:
         return OK  # node 0 requeues the job
     try:

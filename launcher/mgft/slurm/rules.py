@@ -19,6 +19,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _MEM = re.compile(r"^[0-9]+[KMGT]?$")
 # Features joined by & | , with brackets, parentheses and *count, as sbatch --constraint takes.
 _CONSTRAINT = re.compile(r"^[A-Za-z0-9_.&|,\[\]()*!:-]+$")
+# An apptainer image: a local .sif path or a URI such as docker://ghcr.io/acme/mgft:cuda.
+_APPTAINER_IMAGE = re.compile(r"^[A-Za-z0-9/][A-Za-z0-9._/:@+-]*$")
 _MOUNT = re.compile(r"^[A-Za-z0-9_./+@:-]+$")  # SRC[:DST[:FLAGS]]; a comma would split it
 _EXTRA = re.compile(r"^--([a-z][a-z0-9-]*)(=[A-Za-z0-9_.:/@+,%=\[\]-]+)?$")
 # Options mgft sets from the spec or needs as they are: one task per node, USR2 before the
@@ -111,6 +113,9 @@ def _check_container(spec: JobSpec) -> None:
     if spec.image is None:
         _fail("slurm.container", s.container.value, "needs the image to run",
               "pass --image, e.g. --image ghcr.io/acme/mgft:cuda or /images/mgft.sif")
+    if s.container is SlurmContainer.APPTAINER and not _APPTAINER_IMAGE.match(spec.image):
+        _fail("image", spec.image, "not an apptainer image",
+              "use a .sif path or a URI, e.g. /images/mgft.sif or docker://ghcr.io/acme/mgft:cuda")
     for key in ("model", "dataset", "output"):
         path = getattr(spec.train, key)
         if not path.startswith("/"):

@@ -46,10 +46,10 @@ class NodeTask:
         def requeue(job_id: str) -> None:
             if callable(submitit_requeue):
                 submitit_requeue(signal.SIGUSR2, None)  # exits once the job is requeued
-            node.scontrol_requeue(job_id)
+            node.scontrol_requeue(job_id)  # not under submitit (the handler returned)
 
         code = node.settle(outcome, slurm, requeue)
-        if outcome.preempted:
+        if outcome.preempted or (outcome.terminated and code != 0):
             sys.exit(code)  # no result file: the job is requeued or being ended by Slurm
         if code != 0:
             where = f" on rank {outcome.failed_rank}" if outcome.failed_rank is not None else ""
