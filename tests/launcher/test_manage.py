@@ -62,3 +62,11 @@ def test_jobs_no_backend_can_answer(args: list[str], needle: str) -> None:
     result = mgft(*args, env=dict(os.environ))
     assert result.returncode == 2 and needle in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_job_commands_load_nothing_heavy() -> None:
+    code = ("import sys, mgft.manage, mgft.backends.slurm, mgft.slurm.node, mgft.slurm.task; "
+            "print(sorted(m for m in ('submitit', 'torch', 'transformers', 'numpy') "
+            "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stderr
