@@ -6,8 +6,10 @@ they mean is worked out in mgft.slurm.*. submitit is imported only by `submit`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
+import io
 import json
 import os
 import shlex
@@ -85,14 +87,15 @@ def submit(spec: JobSpec) -> int:
     task = NodeTask(torchrun_options=options.torchrun_options(spec),
                     torchrun_after=options.torchrun_after(spec),
                     env=job_env(spec), nproc=spec.nproc_per_node)
+    said = io.StringIO()
     try:
-        job = executor.submit(task)
+        with contextlib.redirect_stderr(said):  # submitit prints sbatch's errors too
+            job = executor.submit(task)
     except (subprocess.CalledProcessError, submitit.core.utils.FailedJobError,
             submitit.core.utils.FailedSubmissionError) as err:
-        text = getattr(err, "stderr", None) or getattr(err, "output", None) or str(err)
-        text = text.decode() if isinstance(text, bytes) else str(text)
-        first = next((ln.strip() for ln in text.splitlines() if ln.strip()), str(err))
-        raise SubmitError(f"Slurm refused the job: {first}") from None
+        lines = [ln.strip() for ln in (str(err) or said.getvalue()).splitlines() if ln.strip()]
+        reason = lines[-1] if lines else type(err).__name__
+        raise SubmitError(f"Slurm refused the job: {reason}") from None
     registry.record(registry.Entry(
         job_id=job.job_id, name=spec.job_name, folder=str(folder), output=str(output),
         nodes=spec.resources.nodes,
@@ -137,10 +140,11 @@ def state(job_id: str) -> JobState:
         job = dataclasses.replace(job, restarts=accounted.restarts)
     entry = registry.find(job_id)
     files = _log_files(job)
-    tail = jobs.error_tail(logs.read_lines(files)) if job.failed else []
+    lines = list(logs.read_lines(files)) if job.failed else []
     return dataclasses.replace(
         job, output=entry.output if entry and entry.name == job.name else None,
-        logs=[str(f) for f in files if f.exists()], error_tail=tail)
+        logs=[str(f) for f in files if f.exists()], error_tail=jobs.error_tail(lines),
+        trainer_exit_code=jobs.trainer_exit_code(lines))
 
 
 def status(job_id: str, as_json: bool = False) -> int:

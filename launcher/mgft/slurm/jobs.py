@@ -19,6 +19,9 @@ FAILED = frozenset({"FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "TIMEOUT", "BOOT_FAI
 JOB_ID = re.compile(r"^\d+(_\d+)?$")
 ERROR_TAIL = 10
 _RANK_LINE = re.compile(r"^\[rank(\d+)\]:")
+# What mgft.slurm.node says when the trainer failed; the job's own exit code is often a signal
+# (srun --kill-on-bad-exit stops the other nodes).
+_TRAINER_EXIT = re.compile(r"^mgft-node: trainer exited with code (-?\d+)")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -34,6 +37,7 @@ class JobState:
     output: str | None = None  # from mgft's own record of the job
     logs: list[str] = field(default_factory=list)
     error_tail: list[str] = field(default_factory=list)
+    trainer_exit_code: int | None = None  # the first failed trainer's, from the node logs
 
     @property
     def active(self) -> bool:
@@ -79,6 +83,13 @@ def error_tail(lines: Iterable[str], limit: int = ERROR_TAIL) -> list[str]:
     return chosen[-limit:]
 
 
+def trainer_exit_code(lines: Iterable[str]) -> int | None:
+    for line in lines:
+        if match := _TRAINER_EXIT.match(line):
+            return int(match.group(1))
+    return None
+
+
 def rank_lines(lines: Iterable[str], rank: int) -> Iterable[str]:
     """One rank's lines, without the "[rankN]:" prefix torchrun gave them."""
     prefix = f"[rank{rank}]:"
@@ -93,6 +104,8 @@ def describe(job: JobState) -> str:
         head += f", exit code {job.exit_code.split(':')[0]}"
         if job.exit_code.split(":")[-1] not in ("", "0"):
             head += f" (signal {job.exit_code.split(':')[-1]})"
+        if job.trainer_exit_code is not None:
+            head += f" (the trainer's: {job.trainer_exit_code})"
     if job.elapsed:
         head += f", ran {job.elapsed}"
     if job.nodelist:

@@ -48,3 +48,12 @@ def test_follower_hands_out_complete_lines_once(tmp_path: Path) -> None:
     with a.open("a") as f:
         f.write("tail")
     assert list(follower.read()) == [] and list(follower.read(final=True)) == ["tail"]
+
+
+def test_the_trainers_exit_code_comes_from_the_node_logs() -> None:
+    lines = ["[rank0]:x\n", "mgft-node: trainer exited with code 2 on rank 0\n",
+             "mgft-node: trainer exited with code 1 on rank 2\n"]
+    assert jobs.trainer_exit_code(lines) == 2 and jobs.trainer_exit_code(["ok\n"]) is None
+    job = jobs.JobState(job_id="3", name="n", state="FAILED", exit_code="15:0",
+                        trainer_exit_code=2)
+    assert jobs.describe(job).startswith("job 3 (n): FAILED, exit code 15 (the trainer's: 2)")
