@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from mgft.errors import SubmitError
@@ -29,8 +30,8 @@ HOW_TO_REACH = ("run mgft where Slurm's commands reach the cluster (a login node
                 "if need be), or start a local cluster with `slurm/cluster.sh up`")
 # What Slurm's commands print when they cannot talk to slurmctld or slurmdbd.
 _UNREACHABLE = ("Unable to contact slurm controller", "Connection refused", "Socket timed out",
-                "configuration", "Zero Bytes were transmitted", "slurm_persist_conn_open",
-                "Unable to establish", "Unable to connect")
+                "configuration source", "configuration file", "Zero Bytes were transmitted",
+                "slurm_persist_conn_open", "Unable to establish", "Unable to connect")
 _UNKNOWN_JOB = "Invalid job id"
 CANCEL_WAIT_S = 90
 FOLLOW_POLL_S = 0.5
@@ -155,6 +156,12 @@ def status(job_id: str, as_json: bool = False) -> int:
 
 # --- logs -----------------------------------------------------------------------------------
 
+def _write(lines: Iterable[str]) -> None:
+    for line in lines:
+        sys.stdout.write(line if line.endswith("\n") else line + "\n")
+    sys.stdout.flush()
+
+
 def show_logs(job_id: str, follow: bool = False, rank: int | None = None) -> int:
     job = state(job_id)
     files = _log_files(job)
@@ -162,25 +169,20 @@ def show_logs(job_id: str, follow: bool = False, rank: int | None = None) -> int
         raise SubmitError(f"job {job_id}: no log files known (Slurm has forgotten where it "
                           "wrote them, and mgft did not submit it from here)")
     follower = logs.Follower(files)
-    emit = (lambda lines: jobs.rank_lines(lines, rank)) if rank is not None else (lambda x: x)
-    for line in emit(follower.read()):
-        sys.stdout.write(line if line.endswith("\n") else line + "\n")
-    sys.stdout.flush()
-    if not follow:
-        return 0
-    last_check = time.monotonic()
-    active = job.active
+
+    def chosen(lines: Iterable[str]) -> Iterable[str]:
+        return lines if rank is None else jobs.rank_lines(lines, rank)
+
+    _write(chosen(follower.read()))
+    active, last_check = follow and job.active, time.monotonic()
     try:
         while active:
             time.sleep(FOLLOW_POLL_S)
-            for line in emit(follower.read()):
-                sys.stdout.write(line if line.endswith("\n") else line + "\n")
-            sys.stdout.flush()
+            _write(chosen(follower.read()))
             if time.monotonic() - last_check >= STATE_POLL_S:
-                active = state(job_id).active
-                last_check = time.monotonic()
-        for line in emit(follower.read(final=True)):  # what came in while it ended
-            sys.stdout.write(line if line.endswith("\n") else line + "\n")
+                active, last_check = state(job_id).active, time.monotonic()
+        if follow:
+            _write(chosen(follower.read(final=True)))  # what came in while it ended
     except KeyboardInterrupt:
         return 130
     return 0
