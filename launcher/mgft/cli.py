@@ -180,9 +180,8 @@ def cancel(job: str, backend: str | None) -> None:
 def list_jobs(backend: str | None, as_json: bool) -> None:
     """The jobs you submitted with mgft, newest first, with their state."""
     from mgft import manage
-    from mgft.spec import Backend as B
 
-    chosen = [B(backend)] if backend else list(manage.LISTED)
+    chosen = [Backend(backend)] if backend else list(manage.LISTED)
     sys.exit(max(manage.manager(b, "list").list_jobs(as_json) for b in chosen))
 
 
