@@ -6,7 +6,7 @@ DEMO ?= .demo
 # CPU machines: pin torch (constraints.txt) or pip pulls several GB of CUDA packages.
 PIP_ENV := DS_BUILD_OPS=0 PIP_CONSTRAINT=$(CURDIR)/constraints.txt PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: install demo test lint golden bench-cli clean tools lock image kind-e2e
+.PHONY: install demo test lint golden bench-cli clean tools lock image kind-e2e slurm-up slurm-down
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,14 @@ lint: install
 # Rewrite the renderers' golden files; review the diff before committing.
 golden: install
 	$(BIN)/python -m pytest tests/launcher/render tests/charts --update-golden -q
+
+# A real 2-node Slurm cluster on this machine (root; packages: slurm/install-deps.sh).
+# State under $$MGFT_SLURM_DIR (default /tmp/mgft-slurm). Clients: eval "$$(slurm/cluster.sh env)"
+slurm-up:
+	slurm/cluster.sh up
+
+slurm-down:
+	slurm/cluster.sh down
 
 bench-cli: install
 	$(BIN)/python bench/cli_startup.py

@@ -49,3 +49,21 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
     root = tmp_path_factory.mktemp("tiny")
     data = tiny_mod.build(root, rows=256, seed=0)
     return Tiny(root=root, model_dir=root / "model", data=data)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster(tmp_path_factory: pytest.TempPathFactory):
+    """The local 2-node Slurm cluster (tests/slurm_cluster.py), up for the whole session."""
+    from tests.slurm_cluster import cluster
+
+    with cluster(tmp_path_factory.mktemp("mgft-state")) as running:
+        yield running
+
+
+@pytest.fixture
+def slurm_jobs(slurm_cluster):
+    """Job ids a test submitted; any still queued or running when it ends is cancelled."""
+    ids: list[str] = []
+    yield ids
+    for job_id in ids:
+        slurm_cluster.run("scancel", job_id, check=False)

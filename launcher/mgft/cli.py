@@ -26,13 +26,14 @@ from mgft.spec import (
     K8sApi,
     Overlong,
     PodSecurity,
+    SlurmContainer,
     Strategy,
     Tuning,
 )
 
 _CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi,
             "--data-format": DataFormat, "--overlong": Overlong, "--fabric": Fabric,
-            "--pod-security": PodSecurity}
+            "--pod-security": PodSecurity, "--container": SlurmContainer}
 
 
 def _field_help(path: str) -> tuple[str, str]:

@@ -207,3 +207,48 @@ class OperatorEnv:
                    rdzv_endpoint=text("PET_RDZV_ENDPOINT"), rdzv_backend=text("PET_RDZV_BACKEND"),
                    rdzv_id=text("PET_RDZV_ID"), rdzv_conf=text("PET_RDZV_CONF"),
                    max_restarts=number("PET_MAX_RESTARTS"))
+
+
+# Slurm sets these in every job step; mgft.slurm.node reads them on each node.
+SLURM_JOB_ID = "SLURM_JOB_ID"
+SLURM_JOB_NODELIST = "SLURM_JOB_NODELIST"
+SLURM_NODEID = "SLURM_NODEID"
+SLURM_PROCID = "SLURM_PROCID"
+# Launcher -> torchrun on each node: the rendezvous options that differ per node, and the
+# per-line rank prefix that lets `mgft logs --rank N` find one rank's lines in a node's log.
+PET_RDZV_CONF = "PET_RDZV_CONF"
+TORCHRUN_LOG_PREFIX = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
+RANK_PREFIX_TEMPLATE = "[rank${rank}]:"
+# Where the launcher keeps its own records (Slurm jobs it submitted); never read by the trainer.
+MGFT_STATE_DIR = "MGFT_STATE_DIR"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class SlurmEnv:
+    """This task's place in a Slurm job, as Slurm describes it."""
+
+    job_id: str
+    nodelist: str
+    node_id: int = 0
+    proc_id: int = 0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> SlurmEnv:
+        env = os.environ if env is None else env
+        missing = [k for k in (SLURM_JOB_ID, SLURM_JOB_NODELIST) if not env.get(k)]
+        if missing:
+            raise RuntimeError(f"{' and '.join(missing)} unset: this runs inside a Slurm job "
+                               "step (srun), one task per node")
+        return cls(job_id=env[SLURM_JOB_ID], nodelist=env[SLURM_JOB_NODELIST],
+                   node_id=int(env.get(SLURM_NODEID, "0")), proc_id=int(env.get(SLURM_PROCID, "0")))
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NodeEnv:
+    """What torchrun gets on each node of a Slurm job besides the job's own environment."""
+
+    is_host: bool  # this node runs the c10d store: decided from SLURM_NODEID, never guessed
+
+    def to_env(self) -> dict[str, str]:
+        return {PET_RDZV_CONF: f"is_host={int(self.is_host)}",
+                TORCHRUN_LOG_PREFIX: RANK_PREFIX_TEMPLATE}

@@ -67,6 +67,12 @@ FLAGS: dict[str, str] = {
     "--preflight": "dist.preflight",
     "--arch": "plan.arch",
     "--gpu-memory": "plan.gpu_memory_gib",
+    "--account": "slurm.account",
+    "--qos": "slurm.qos",
+    "--mem": "slurm.mem",
+    "--constraint": "slurm.constraint",
+    "--reservation": "slurm.reservation",
+    "--container": "slurm.container",
 }
 
 # `mgft generate`'s own flags; it also takes the job flags that are not about training.

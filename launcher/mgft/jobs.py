@@ -12,5 +12,8 @@ class JobQuery:
     name: str | None = None  # None for `list`
     namespace: str = "default"  # k8s
     api: K8sApi | None = None  # k8s: None looks for a PyTorchJob, then a TrainJob
-    rank: int = 0  # logs: the node (pod) whose output to show; 0 is the master
-    follow: bool = False  # logs: keep streaming until the pod ends
+    # logs: k8s shows this node's pod (None: the master, node 0); Slurm keeps only this global
+    # rank's lines (None: every rank's).
+    rank: int | None = None
+    follow: bool = False  # logs: keep streaming until the job ends
+    as_json: bool = False  # status, list: JSON instead of text

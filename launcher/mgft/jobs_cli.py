@@ -17,18 +17,19 @@ from mgft.errors import SpecError, SubmitError
 from mgft.jobs import JobQuery
 from mgft.spec import Backend, K8sApi
 
-_REMOTE = [b.value for b in Backend if b is not Backend.LOCAL]
+_BACKENDS = [b.value for b in Backend]
 
 
-def _run(operation: str, backend: str, query: JobQuery) -> None:
-    from mgft import backends
+def _run(operation: str, backend: str | None, query: JobQuery) -> None:
+    from mgft import manage
 
-    module = backends.load(Backend(backend))
-    func: Callable[[JobQuery], int] | None = getattr(module, operation, None)
-    if func is None:
-        command = operation.removesuffix("_jobs")
-        raise SubmitError(f"`mgft {command}` is not available for --backend {backend} in "
-                          "this version")
+    if query.name is None and backend is None:  # list: every backend that lists by default
+        sys.exit(max(getattr(manage.manager(b, "list"), operation)(query)
+                     for b in manage.LISTED))
+    assert query.name is not None or backend is not None
+    chosen = manage.backend_for(query.name or "", backend)
+    module = manage.manager(chosen, operation.removesuffix("_jobs"))
+    func: Callable[[JobQuery], int] = getattr(module, operation)
     sys.exit(func(query))
 
 
@@ -51,8 +52,9 @@ def _where(func: Callable[..., Any]) -> Callable[..., Any]:
                         "is looked for.")(func)
     func = click.option("--namespace", "-n", default="default", show_default=True,
                         help="k8s: the job's namespace.")(func)
-    return click.option("--backend", type=click.Choice(_REMOTE), required=True,
-                        help="Where the job was submitted.")(func)
+    return click.option("--backend", type=click.Choice(_BACKENDS), default=None,
+                        help="Where the job was submitted. Default: slurm for a numeric job "
+                        "id, k8s for a name.")(func)
 
 
 def _query(name: str | None, namespace: str, k8s_api: str | None, **more: Any) -> JobQuery:
@@ -60,25 +62,31 @@ def _query(name: str | None, namespace: str, k8s_api: str | None, **more: Any) -
                     **more)
 
 
-@click.command()
-@click.argument("name")
-@_where
-@_errors_are_one_line
-def status(name: str, backend: str, namespace: str, k8s_api: str | None) -> None:
-    """Show a job's state and its pods (k8s: by the operator's labels)."""
-    _run("status", backend, _query(name, namespace, k8s_api))
+_JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 
 
 @click.command()
 @click.argument("name")
 @_where
-@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the pod ends.")
-@click.option("--rank", type=click.IntRange(min=0), default=0, show_default=True,
-              help="Node rank whose output to show (0 is the master).")
+@_JSON
 @_errors_are_one_line
-def logs(name: str, backend: str, namespace: str, k8s_api: str | None, follow: bool,
-         rank: int) -> None:
-    """Print a job's output, from the node of the given rank."""
+def status(name: str, backend: str | None, namespace: str, k8s_api: str | None,
+           as_json: bool) -> None:
+    """Where a job is: state, exit code and a failure's last lines (k8s: its pods)."""
+    _run("status", backend, _query(name, namespace, k8s_api, as_json=as_json))
+
+
+@click.command()
+@click.argument("name")
+@_where
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@click.option("--rank", type=click.IntRange(min=0), default=None, metavar="N",
+              help="Slurm: only this global rank's lines. k8s: the pod of this node rank "
+              "(default: the master, 0).")
+@_errors_are_one_line
+def logs(name: str, backend: str | None, namespace: str, k8s_api: str | None, follow: bool,
+         rank: int | None) -> None:
+    """Print a job's output."""
     _run("logs", backend, _query(name, namespace, k8s_api, rank=rank, follow=follow))
 
 
@@ -86,17 +94,18 @@ def logs(name: str, backend: str, namespace: str, k8s_api: str | None, follow: b
 @click.argument("name")
 @_where
 @_errors_are_one_line
-def cancel(name: str, backend: str, namespace: str, k8s_api: str | None) -> None:
-    """Stop a job and delete its pods (outputs on a claim are kept)."""
+def cancel(name: str, backend: str | None, namespace: str, k8s_api: str | None) -> None:
+    """Stop a job and wait until it has (k8s: delete its pods; outputs on a claim are kept)."""
     _run("cancel", backend, _query(name, namespace, k8s_api))
 
 
 @click.command(name="list")
 @_where
+@_JSON
 @_errors_are_one_line
-def list_(backend: str, namespace: str, k8s_api: str | None) -> None:
-    """List the mgft jobs submitted there."""
-    _run("list_jobs", backend, _query(None, namespace, k8s_api))
+def list_(backend: str | None, namespace: str, k8s_api: str | None, as_json: bool) -> None:
+    """The jobs submitted with mgft (Slurm: from here; k8s: in the namespace)."""
+    _run("list_jobs", backend, _query(None, namespace, k8s_api, as_json=as_json))
 
 
 def register(group: click.Group) -> None:

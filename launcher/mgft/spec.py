@@ -82,6 +82,12 @@ def _id_list(value: Any) -> Any:
     return value
 
 
+class SlurmContainer(StrEnum):
+    NONE = "none"
+    PYXIS = "pyxis"  # srun --container-image (NVIDIA pyxis/enroot)
+    APPTAINER = "apptainer"  # apptainer exec (formerly Singularity)
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Resources:
     __pydantic_config__ = _STRICT
@@ -278,6 +284,27 @@ class SlurmSpec:
         "Slurm time limit, e.g. 04:00:00 or 2-00:00:00."))] = "04:00:00"
     cpus_per_task: Annotated[int | None, Field(ge=1, le=1024, description=(
         "CPUs for each node's task. Defaults to 8 per GPU."))] = None
+    account: Annotated[str | None, Field(description="Slurm account to charge.")] = None
+    qos: Annotated[str | None, Field(description="Slurm quality of service.")] = None
+    mem: Annotated[str | None, Field(description=(
+        "Memory per node, e.g. 64G or 0 for all of it (sbatch --mem)."))] = None
+    constraint: Annotated[str | None, Field(description=(
+        "Node features required, e.g. a100&ib (sbatch --constraint)."))] = None
+    exclusive: Annotated[bool, Field(description=(
+        "Take whole nodes, shared with no other job."))] = False
+    reservation: Annotated[str | None, Field(description="Slurm reservation to run in.")] = None
+    container: Annotated[SlurmContainer, Field(description=(
+        "Run the job in --image with pyxis (srun --container-image) or apptainer."))] = (
+        SlurmContainer.NONE)
+    container_mounts: Annotated[list[str], Field(description=(
+        "Container bind mounts SRC:DST[:ro]; model, data and output must be visible inside."
+    ))] = field(default_factory=list)
+    signal_before_s: Annotated[int, Field(ge=10, le=86400, description=(
+        "Seconds before the time limit at which Slurm sends USR2, so the trainer saves a "
+        "checkpoint and the job is requeued."))] = 120
+    sbatch_extra: Annotated[list[str], Field(description=(
+        "More sbatch options, one per item, e.g. --mail-type=END."))] = field(
+        default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

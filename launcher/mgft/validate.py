@@ -12,7 +12,8 @@ from mgft.errors import SpecError
 from mgft.flags import display_name
 from mgft.generate.rules import check_generate
 from mgft.names import DNS1035, MAX_NAME_LEN
-from mgft.spec import Backend, JobSpec, Strategy
+from mgft.slurm import rules as slurm_rules
+from mgft.spec import Backend, JobSpec, SlurmContainer, Strategy
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
@@ -125,7 +126,8 @@ def _check_k8s(spec: JobSpec) -> None:
 
 
 def _check_slurm(spec: JobSpec) -> None:
-    _check_image(spec)
+    if spec.slurm.container is not SlurmContainer.APPTAINER:  # also takes a .sif path
+        _check_image(spec)
     part = spec.slurm.partition
     if part is not None and not _SLURM_NAME.match(part):
         _fail("slurm.partition", part, "not a Slurm partition name",
@@ -133,6 +135,7 @@ def _check_slurm(spec: JobSpec) -> None:
     if not _SLURM_TIME.match(spec.slurm.time):
         _fail("slurm.time", spec.slurm.time, "not a Slurm time limit",
               "use minutes, HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
+    slurm_rules.check(spec)
 
 
 def _check_image(spec: JobSpec) -> None:

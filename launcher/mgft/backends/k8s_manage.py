@@ -92,11 +92,12 @@ def logs(cluster: Cluster, query: JobQuery) -> int:
     kind, job = find_job(cluster, query)
     name = job["metadata"]["name"]
     pods = dict(job_pods(cluster, kind, job, query.namespace))
-    if query.rank not in pods:
+    rank = 0 if query.rank is None else query.rank  # the master's pod by default
+    if rank not in pods:
         have = ", ".join(str(r) for r in sorted(pods)) or "none yet"
-        raise SubmitError(f"--rank {query.rank}: {kind.kind} {name} has no pod of that node "
+        raise SubmitError(f"--rank {rank}: {kind.kind} {name} has no pod of that node "
                           f"rank (pods for ranks: {have})")
-    pod = pods[query.rank].metadata.name
+    pod = pods[rank].metadata.name
     doing = f"reading the log of pod {pod}"
     if not query.follow:
         text = cluster.call(doing, cluster.core.read_namespaced_pod_log, pod, query.namespace,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -14,10 +13,7 @@ from typing import IO
 from mgft.errors import SubmitError
 from mgft.render.local import LocalCommand, local_command
 from mgft.spec import JobSpec
-
-# torchrun reports the first failed worker as "Root Cause ... exitcode  : 3 (pid: 123)".
-_ROOT_CAUSE = re.compile(r"^\s*exitcode\s*:\s*(-?\d+)")
-_FAILED_RANK = re.compile(r"^\s*rank\s*:\s*(\d+)")
+from mgft.torchrun_failure import FailureScan
 
 
 def torchrun_path() -> str:
@@ -30,24 +26,7 @@ def torchrun_path() -> str:
     return found
 
 
-class _FailureScan:
-    """Reads torchrun's failure summary to recover the failed worker's own exit code."""
-
-    def __init__(self) -> None:
-        self.in_root_cause = False
-        self.exit_code: int | None = None
-        self.rank: int | None = None
-
-    def feed(self, line: str) -> None:
-        if "Root Cause" in line:
-            self.in_root_cause = True
-        elif self.in_root_cause and self.rank is None and (m := _FAILED_RANK.match(line)):
-            self.rank = int(m.group(1))
-        elif self.in_root_cause and self.exit_code is None and (m := _ROOT_CAUSE.match(line)):
-            self.exit_code = int(m.group(1))
-
-
-def _pump(src: IO[str], dst: IO[str], scan: _FailureScan | None) -> None:
+def _pump(src: IO[str], dst: IO[str], scan: FailureScan | None) -> None:
     for line in src:
         dst.write(line)
         dst.flush()
@@ -63,7 +42,7 @@ def run(command: LocalCommand, cwd: Path | None = None) -> int:
     proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace")
     assert proc.stdout is not None and proc.stderr is not None
-    scan = _FailureScan()
+    scan = FailureScan()
     threads = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout, None)),
                threading.Thread(target=_pump, args=(proc.stderr, sys.stderr, scan))]
     for t in threads:

@@ -1,29 +1,31 @@
-"""A standalone sbatch script: one torchrun per node, c10d rendezvous on the first node."""
+"""A standalone sbatch script: one torchrun per node, c10d rendezvous on the first node.
+
+The same values as `mgft submit --backend slurm` hands to submitit (mgft.slurm.options), and
+the same per-node task (mgft.slurm.node), so the script is what would be submitted.
+"""
 
 from __future__ import annotations
 
 from mgft import __version__
-from mgft.render.common import job_env, render_template, trainer_argv
+from mgft.render.common import job_env, render_template
+from mgft.slurm import node, options
 from mgft.spec import JobSpec
-
-CPUS_PER_GPU = 8
 
 
 def render_sbatch(spec: JobSpec) -> str:
-    gpus = spec.resources.gpus
-    cpus = spec.slurm.cpus_per_task or max(CPUS_PER_GPU * gpus, 2 * spec.nproc_per_node)
-    # #SBATCH values are not shell words: the spec rules restrict name, partition and time
-    # to characters that need no quoting there.
+    # #SBATCH values are not shell words: mgft.slurm.rules restricts them to characters that
+    # need no quoting there.
     return render_template(
         "sbatch.sh.j2",
         version=__version__,
         name=spec.job_name,
-        nodes=spec.resources.nodes,
-        gpus=gpus,
-        cpus_per_task=cpus,
-        time=spec.slurm.time,
-        partition=spec.slurm.partition,
+        directives=options.directives(spec),
         env=list(job_env(spec).items()),
-        nproc_per_node=spec.nproc_per_node,
-        trainer_argv=trainer_argv(spec),
+        port_base=node.RDZV_PORT_BASE,
+        port_span=node.RDZV_PORT_SPAN,
+        srun_options=options.srun_options(spec),
+        exec_prefix=options.exec_prefix(spec),
+        node_module=options.NODE_MODULE,
+        torchrun_options=options.torchrun_options(spec),
+        after=options.torchrun_after(spec),
     )

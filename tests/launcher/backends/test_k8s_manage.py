@@ -152,9 +152,3 @@ def test_list_shows_mgft_jobs_of_both_apis_and_skips_a_missing_operator(
     api.on("GET", TJ, not_found("trainjobs"))
     result = mgft("list")
     assert result.exit_code == 0 and "tj " not in result.stdout and "ft-1" in result.stdout
-
-
-def test_slurm_backend_without_job_commands_says_so() -> None:
-    result = CliRunner().invoke(main, ["status", "123", "--backend", "slurm"])
-    assert result.exit_code == 2
-    assert "`mgft status` is not available for --backend slurm" in result.stderr

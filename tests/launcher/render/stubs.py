@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 _SRUN = """#!/bin/bash
@@ -23,19 +24,23 @@ env -0 > "$RECORD_DIR/env"
 """
 
 
-def _write_stubs(bin_dir: Path) -> None:
+def _write_stubs(bin_dir: Path, overrides: dict[str, str]) -> None:
     bin_dir.mkdir(parents=True, exist_ok=True)
-    for name, body in {"srun": _SRUN, "scontrol": _SCONTROL, "torchrun": _TORCHRUN}.items():
+    stubs = {"srun": _SRUN, "scontrol": _SCONTROL, "torchrun": _TORCHRUN} | overrides
+    for name, body in stubs.items():
         path = bin_dir / name
         path.write_text(body)
         path.chmod(0o755)
 
 
 def run_recorded(script: str, workdir: Path, extra_env: dict[str, str] | None = None,
-                 ) -> tuple[list[str], dict[str, str]]:
-    """Run `script` with bash; return torchrun's argv (without argv[0]) and environment."""
-    _write_stubs(workdir / "bin")
-    env = {"PATH": f"{workdir / 'bin'}:{os.environ['PATH']}", "RECORD_DIR": str(workdir),
+                 stubs: dict[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """Run `script` with bash; return torchrun's argv (without argv[0]) and environment.
+    `stubs` replaces or adds stand-in commands (name -> script)."""
+    _write_stubs(workdir / "bin", stubs or {})
+    # This interpreter's directory next: the sbatch script runs `python3 -m mgft.slurm...`.
+    path = f"{workdir / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}"
+    env = {"PATH": path, "RECORD_DIR": str(workdir),
            "HOME": str(workdir)} | (extra_env or {})
     proc = subprocess.run(["bash", "-c", script], cwd=workdir, env=env, capture_output=True,
                           text=True, timeout=30)

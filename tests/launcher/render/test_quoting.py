@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import pytest
@@ -97,7 +97,8 @@ def test_sbatch_shell_words_round_trip(model: str, dataset: str, output: str,
                                  {"SLURM_JOB_ID": "7", "SLURM_NODEID": "0",
                                   "SLURM_JOB_NODELIST": "node[1-2]"})
         assert not (Path(tmp) / PWNED).exists(), "a value ran a command"
-    assert argv[5:] == trainer_argv(spec)
+    assert argv[-len(trainer_argv(spec)):] == trainer_argv(spec)
+    assert f"--log-dir={PurePath(output, 'logs')}" in argv
     assert env["USER_VALUE"] == env_value
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from mgft.render.common import trainer_argv
 from mgft.render.sbatch import render_sbatch
+from mgft.slurm import options
 
 from tests.launcher.render import cases
 from tests.launcher.render.stubs import run_recorded
@@ -55,9 +56,23 @@ def test_each_node_runs_torchrun_with_c10d_on_the_first_node(
     spec = CASES["fsdp-4x8"]
     argv, env = run_recorded(render_sbatch(spec), tmp_path, SLURM_ENV | {"SLURM_NODEID": node_id})
     assert argv == ["--nnodes=4", "--nproc-per-node=8", "--rdzv-backend=c10d",
-                    "--rdzv-endpoint=node1:21234", "--rdzv-id=1234", *trainer_argv(spec)]
+                    "--rdzv-endpoint=node1:21234", "--rdzv-id=1234", "--log-dir=output/logs",
+                    "--tee=3", *trainer_argv(spec)]
+    # What `mgft submit` runs on each node (mgft.slurm.task.NodeTask) is the same command.
+    assert argv == options.torchrun_args(spec, head_node="node1", job_id="1234")
     assert env["PET_RDZV_CONF"] == f"is_host={is_host}"
+    assert env["TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"] == "[rank${rank}]:"
     assert env["MGFT_DEVICE"] == "cuda" and env["MGFT_BACKEND"] == "slurm"
+
+
+def test_head_node_comes_from_the_node_list_even_without_scontrol(tmp_path: Path) -> None:
+    spec = CASES["cpu-2x2"]
+    # A scontrol that fails, as where it is missing: the node list is expanded by mgft.
+    argv, _ = run_recorded(render_sbatch(spec), tmp_path,
+                           {"SLURM_JOB_ID": "40007", "SLURM_NODEID": "1",
+                            "SLURM_JOB_NODELIST": "gpu[07-09,11],login1"},
+                           stubs={"scontrol": "#!/bin/bash\nexit 127\n"})
+    assert "--rdzv-endpoint=gpu07:20007" in argv
 
 
 def test_cpu_job_has_no_gpu_request_and_gloo_env(tmp_path: Path) -> None:
@@ -67,3 +82,15 @@ def test_cpu_job_has_no_gpu_request_and_gloo_env(tmp_path: Path) -> None:
     argv, env = run_recorded(script, tmp_path, SLURM_ENV | {"SLURM_NODEID": "0"})
     assert "--nproc-per-node=2" in argv and env["MGFT_DEVICE"] == "cpu"
     assert env["OMP_NUM_THREADS"] == "1"
+
+
+def test_scontrol_names_the_head_node_where_mgft_is_not_importable(tmp_path: Path) -> None:
+    """On a host whose python3 lacks mgft (it may live only in the job's container)."""
+    python = Path(sys.executable)
+    no_mgft = (f'#!/bin/bash\n[ "$2" = mgft.slurm.nodelist ] && exit 1\n'
+               f'exec {python} "$@"\n')
+    argv, _ = run_recorded(render_sbatch(CASES["cpu-2x2"]), tmp_path,
+                           {"SLURM_JOB_ID": "7", "SLURM_NODEID": "0",
+                            "SLURM_JOB_NODELIST": "unparsed-by-the-stub"},
+                           stubs={"python3": no_mgft})
+    assert "--rdzv-endpoint=node1:20007" in argv  # the scontrol stand-in's first node

@@ -5,6 +5,9 @@
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=4
 #SBATCH --time=30
+#SBATCH --signal=USR2@120
+#SBATCH --requeue
+#SBATCH --open-mode=append
 #SBATCH --output=mgft-llama-6bb39637-%j.out
 set -euo pipefail
 
@@ -18,23 +21,27 @@ export MGFT_JOB_NAME=mgft-llama-6bb39637
 export MGFT_BACKEND=slurm
 
 # Rendezvous on the allocation's first node, on a port derived from the job id so that
-# jobs sharing a node never collide on a fixed 29500.
-# (No `| head -n 1`: with pipefail its early exit can fail the job through SIGPIPE.)
-mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
-head_node=${nodes[0]}
+# jobs sharing a node never collide on a fixed 29500. mgft.slurm.nodelist expands the node
+# list where mgft is installed; scontrol is the fallback.
+if ! head_node=$(python3 -m mgft.slurm.nodelist --first "$SLURM_JOB_NODELIST" 2>/dev/null); then
+  mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
+  head_node=${nodes[0]}
+fi
 rdzv_port=$((20000 + SLURM_JOB_ID % 20000))
 
-# One task per node, each running torchrun. The first node hosts the c10d store
-# (is_host), decided from SLURM_NODEID so torchrun never guesses from hostnames.
-# shellcheck disable=SC2016  # $SLURM_NODEID must expand inside each task, not here
+# One task per node. mgft.slurm.node runs torchrun there with is_host=1 on SLURM_NODEID 0
+# only (it hosts the c10d store), passes USR2 on to the trainer processes, and requeues the
+# job when they stopped at a checkpoint (exit 75); the requeued job resumes from it.
 srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
-  bash -c 'export PET_RDZV_CONF="is_host=$(( SLURM_NODEID == 0 ))"; exec "$@"' mgft-node \
+  python3 -m mgft.slurm.node \
   torchrun \
   --nnodes=2 \
   --nproc-per-node=2 \
   --rdzv-backend=c10d \
   --rdzv-endpoint="$head_node:$rdzv_port" \
   --rdzv-id="$SLURM_JOB_ID" \
+  --log-dir=output/logs \
+  --tee=3 \
   -m \
   mgft_train \
   --model=/models/llama \
