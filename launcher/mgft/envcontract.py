@@ -16,6 +16,7 @@ MGFT_BACKEND = "MGFT_BACKEND"
 
 # Set by torchrun for every worker; the launcher never sets these itself.
 DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+TORCHELASTIC_RESTART_COUNT = "TORCHELASTIC_RESTART_COUNT"  # set by torchrun, read by the trainer
 # Names a user may not override with --env: the launcher or torchrun owns them.
 RESERVED = frozenset({*DIST_VARS, MGFT_DEVICE, MGFT_JOB_NAME, MGFT_BACKEND,
                       "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID"})
@@ -53,6 +54,7 @@ class DistEnv:
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
     launched: bool = False  # started by torchrun (or similar), even with one process
+    restart_count: int = 0  # torchrun's restarts of this job's workers so far (--max-restarts)
 
     @property
     def distributed(self) -> bool:
@@ -74,4 +76,5 @@ class DistEnv:
         return cls(rank=int(env.get("RANK", "0")), local_rank=int(env.get("LOCAL_RANK", "0")),
                    world_size=world, local_world_size=int(env.get("LOCAL_WORLD_SIZE", str(world))),
                    master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                   master_port=int(env.get("MASTER_PORT", "29500")), launched="RANK" in env)
+                   master_port=int(env.get("MASTER_PORT", "29500")), launched="RANK" in env,
+                   restart_count=int(env.get(TORCHELASTIC_RESTART_COUNT, "0")))

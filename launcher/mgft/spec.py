@@ -86,6 +86,20 @@ class TrainSpec:
     lora_r: Annotated[int, Field(ge=1, le=4096, description="LoRA rank.")] = 16
     lora_alpha: Annotated[float, Field(gt=0, description="LoRA alpha (scale = alpha / r).")] = 32.0
     lora_dropout: Annotated[float, Field(ge=0, lt=1, description="LoRA dropout.")] = 0.05
+    lora_targets: Annotated[str, Field(min_length=1, description=(
+        "Modules that get LoRA adapters: all-linear (every linear projection except the output "
+        "head) or comma-separated module names, e.g. q_proj,v_proj."))] = "all-linear"
+    save_every: Annotated[int, Field(ge=1, description=(
+        "Write a checkpoint every N optimizer steps, and at the end. A run restarted with the "
+        "same --output resumes from the latest one."))] = 100
+    keep_checkpoints: Annotated[int, Field(ge=1, le=1000, description=(
+        "Checkpoints to keep; older ones are deleted once a newer one is complete."))] = 2
+    save_merged: Annotated[bool, Field(description=(
+        "Also save the model with the LoRA adapter merged in, as Hugging Face safetensors "
+        "(gathered from FSDP or ZeRO-3 shards)."))] = False
+    random_init: Annotated[bool, Field(description=(
+        "Build the model from --model's config.json with random weights instead of loading "
+        "weights (for benchmarks; the directory needs no weight files)."))] = False
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -132,6 +146,9 @@ class JobSpec:
         default_factory=K8sSpec)
     slurm: Annotated[SlurmSpec, Field(description="Slurm options.")] = field(
         default_factory=SlurmSpec)
+    max_restarts: Annotated[int, Field(ge=0, le=100, description=(
+        "Local backend: how often torchrun restarts all workers after one fails; they resume "
+        "from the latest checkpoint."))] = 0
 
     @property
     def job_name(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -49,15 +50,32 @@ def resolve_device(launch: LaunchEnv, env: DistEnv) -> torch.device:
 
 def init(env: DistEnv, device: torch.device) -> Dist:
     """Join the process group torchrun describes; a plain `python -m` run joins none."""
+    # DeepSpeed (imported by transformers whenever it is installed) picks its accelerator at
+    # import time: name it, so a CPU run on a GPU host does not pick CUDA, nor warn that it
+    # guessed.
+    os.environ.setdefault("DS_ACCELERATOR", device.type)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # before init, so NCCL binds this rank to its own GPU
     if not env.distributed:
         return Dist(rank=0, local_rank=0, world_size=1, device=device, backend="none")
     backend = "nccl" if device.type == "cuda" else "gloo"
     kwargs = {"device_id": device} if device.type == "cuda" else {}
-    dist.init_process_group(backend=backend, **kwargs)
+    dist.init_process_group(backend=backend, store=attempt_store(env), rank=env.rank,
+                            world_size=env.world_size, **kwargs)
     return Dist(rank=dist.get_rank(), local_rank=env.local_rank,
                 world_size=dist.get_world_size(), device=device, backend=dist.get_backend())
+
+
+def attempt_store(env: DistEnv) -> dist.Store:
+    """torchrun's store, with keys private to this attempt.
+
+    After a worker dies, torchrun (--max-restarts) restarts all workers against the same
+    store, where the dead attempt's keys remain: gloo then connects to the dead rank's old
+    address and NCCL can read an old unique id, and the new attempt hangs in
+    init_process_group. A prefix per restart keeps every attempt's keys apart.
+    """
+    store, _, _ = next(dist.rendezvous("env://", rank=env.rank, world_size=env.world_size))
+    return dist.PrefixStore(f"mgft/attempt-{env.restart_count}", store)
 
 
 def teardown(ctx: Dist) -> None:
@@ -72,6 +90,20 @@ def abandon(ctx: Dist) -> None:
     """On failure: no barrier, since the other ranks may never reach it."""
     if ctx.grouped and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def barrier(ctx: Dist) -> None:
+    if ctx.grouped:
+        dist.barrier()
+
+
+def gather(value: object, ctx: Dist) -> list[object]:
+    """Every rank's `value`, in rank order, on every rank (a few small Python objects)."""
+    if not ctx.grouped:
+        return [value]
+    out: list[object] = [None] * ctx.world_size
+    dist.all_gather_object(out, value)
+    return out
 
 
 def all_reduce(values: list[float], ctx: Dist, op: str = "sum") -> list[float]:
