@@ -39,6 +39,8 @@ class TrainResult:
     resumed_from: int | None = None
     preempted: bool = False
     signals: list[str] = field(default_factory=list)
+    step_s: list[float] = field(default_factory=list)  # this process's steps, each
+    step_tokens: list[int] = field(default_factory=list)
 
 
 def micro_batches(loader: DataLoader, skip: int = 0) -> Iterator[Batch]:
@@ -75,6 +77,8 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
     elapsed_before = resume.elapsed_s if resume else 0.0
     stream = micro_batches(loader, skip=start * spec.grad_accum)
     run_tokens, run_elapsed, checkpoint_s, stopped = 0, 0.0, 0.0, False
+    step_times: list[float] = []
+    step_counts: list[int] = []
     engine.train()
     with reporter(total, enabled=ctx.is_main, start=start) as report, \
             curves.tensorboard(spec.output, enabled=ctx.is_main, start=start) as board:
@@ -88,6 +92,8 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
             losses.append(loss)
             run_tokens += step_tokens
             run_elapsed += step_s
+            step_times.append(step_s)
+            step_counts.append(step_tokens)
             report.step(step, total, loss, lr, step_tokens / step_s)
             board.step(step, loss, lr, step_tokens / step_s)
             if stop or step % spec.save_every == 0 or step == total:
@@ -104,7 +110,7 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
                        elapsed_s=elapsed_before + run_elapsed, run_tokens=run_tokens,
                        run_elapsed_s=run_elapsed, checkpoint_s=checkpoint_s,
                        resumed_from=start if resume else None, preempted=stopped,
-                       signals=signals.received())
+                       signals=signals.received(), step_s=step_times, step_tokens=step_counts)
 
 
 def train_step(engine: Any, batches: list[Batch], ctx: Dist,

@@ -1,10 +1,18 @@
-"""Tiny, download-free assets for tests and demos: a random-init Llama, its tokenizer, and data.
+"""Download-free assets for tests, demos and benchmarks: a random-init Llama, its tokenizer,
+and data.
 
     python -m mgft_train.tiny --out DIR [--rows N] [--seed S] [--force]
+    python -m mgft_train.tiny --out DIR --preset llama-1b [--weights]
 
-DIR/model/ holds a 2-layer Llama (about 100k parameters) and a byte-level BPE tokenizer trained
-on the task's own text; DIR/data.jsonl holds alpaca rows of a word-list task a LoRA learns
-within a few dozen steps. Same seed, same bytes.
+DIR/model/ holds a Llama and a byte-level BPE tokenizer trained on the task's own text;
+DIR/data.jsonl holds alpaca rows of a word-list task a LoRA learns within a few dozen steps.
+Same seed, same bytes.
+
+Presets: `tiny` (default) is a 2-layer Llama of about 100k parameters with its weights.
+`llama-1b` is a 1.06B-parameter Llama-architecture config (hidden 2048, 18 layers, 32 heads,
+MLP 5632, vocab 32000) with rows of about 500 tokens (for --seq-len 512). It writes only
+config.json, for `mgft-train --random-init` to build on the GPU, unless --weights saves
+random weights too (which --tuning qlora needs: it quantizes weights as it loads them).
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ import json
 import random
 import shutil
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mgft_train.data import Row, render_prompt
 
@@ -31,14 +41,37 @@ BOS, EOS, PAD = "<s>", "</s>", "<pad>"
 VOCAB_SIZE = 512
 
 
-def make_rows(n: int, seed: int) -> list[Row]:
+@dataclass(frozen=True)
+class Preset:
+    words: tuple[int, int]  # words per row's input: its length in tokens is about twice that
+    weights: bool  # saved by default
+    config: dict[str, Any]
+
+
+PRESETS = {
+    "tiny": Preset(words=(3, 6), weights=True, config=dict(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512,
+        # LoRA leaves lm_head frozen, and at the usual 0.02 its 64-wide rows cap every logit
+        # near 1: the loss could not fall far below uniform. 0.1 lets it drop by ~2 nats.
+        initializer_range=0.1)),
+    # TinyLlama's shape with 18 layers and full attention heads: 1.06B parameters.
+    "llama-1b": Preset(words=(220, 270), weights=False, config=dict(
+        vocab_size=32000, hidden_size=2048, intermediate_size=5632, num_hidden_layers=18,
+        num_attention_heads=32, num_key_value_heads=32, max_position_embeddings=2048)),
+}
+
+
+def make_rows(n: int, seed: int, words: tuple[int, int] = (3, 6)) -> list[Row]:
     rng = random.Random(seed)
     rows = []
     for _ in range(n):
         instruction = rng.choice(sorted(TASKS))
-        words = rng.sample(WORDS, rng.randint(3, 6))
-        rows.append(Row(instruction=instruction, input=" ".join(words),
-                        output=" ".join(TASKS[instruction](words))))
+        count = rng.randint(*words)
+        # Short rows use distinct words; long ones must repeat some.
+        words_ = rng.sample(WORDS, count) if count <= len(WORDS) else rng.choices(WORDS, k=count)
+        rows.append(Row(instruction=instruction, input=" ".join(words_),
+                        output=" ".join(TASKS[instruction](words_))))
     return rows
 
 
@@ -60,35 +93,43 @@ def train_tokenizer(corpus: list[str]):
                                    pad_token=PAD)
 
 
-def make_model(tokenizer, seed: int):
+def make_config(tokenizer, preset: Preset):
+    from transformers import LlamaConfig
+
+    fields = {"vocab_size": len(tokenizer), **preset.config}
+    return LlamaConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                       pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False, **fields)
+
+
+def make_model(config, seed: int):
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
-        # LoRA leaves lm_head frozen, and at the usual 0.02 its 64-wide rows cap every logit
-        # near 1: the loss could not fall far below uniform. 0.1 lets it drop by ~2 nats.
-        initializer_range=0.1)
     torch.manual_seed(seed)
-    return LlamaForCausalLM(config)
+    # A billion parameters initialise in seconds on a GPU and in a minute on a CPU.
+    with torch.device("cuda" if torch.cuda.is_available() else "cpu"):
+        model = LlamaForCausalLM(config)
+    return model if config.hidden_size < 1024 else model.to(torch.bfloat16)
 
 
-def build(out: Path, *, rows: int = 256, seed: int = 0, force: bool = False) -> Path:
+def build(out: Path, *, rows: int = 256, seed: int = 0, force: bool = False,
+          preset: str = "tiny", weights: bool | None = None) -> Path:
     """Write DIR/model/ and DIR/data.jsonl; returns the data file's path."""
     if out.exists() and any(out.iterdir()) and not force:
         raise FileExistsError(f"{out} is not empty; pass --force to overwrite, or pick a new --out")
-    data_rows = make_rows(rows, seed)
+    chosen = PRESETS[preset]
+    data_rows = make_rows(rows, seed, chosen.words)
     corpus = [render_prompt(r) + r.output for r in data_rows]
     tokenizer = train_tokenizer(corpus)
-    model = make_model(tokenizer, seed)
+    config = make_config(tokenizer, chosen)
 
     model_dir = out / "model"
     if model_dir.exists():  # --force: no stale shards from an older build
         shutil.rmtree(model_dir)
-    model.save_pretrained(model_dir)
+    if chosen.weights if weights is None else weights:
+        make_model(config, seed).save_pretrained(model_dir)
+    else:
+        config.save_pretrained(model_dir)  # config only: mgft-train --random-init builds it
     tokenizer.save_pretrained(model_dir)
     data = out / "data.jsonl"
     with open(data, "w", encoding="utf-8") as f:
@@ -105,11 +146,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rows", type=int, default=256, help="alpaca rows (default 256)")
     parser.add_argument("--seed", type=int, default=0, help="seed for data and weights")
     parser.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                        help="model size and row length (default tiny)")
+    parser.add_argument("--weights", action=argparse.BooleanOptionalAction, default=None,
+                        help="save random weights (default: tiny yes, llama-1b no)")
     args = parser.parse_args(argv)
     if args.rows < 1:
         parser.error(f"--rows {args.rows}: must be at least 1")
     try:
-        data = build(args.out, rows=args.rows, seed=args.seed, force=args.force)
+        data = build(args.out, rows=args.rows, seed=args.seed, force=args.force,
+                     preset=args.preset, weights=args.weights)
     except FileExistsError as err:
         print(f"mgft_train.tiny: --out {err}", file=sys.stderr)
         return 2
