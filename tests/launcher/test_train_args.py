@@ -16,7 +16,14 @@ def test_every_field_is_written() -> None:
     assert [a.split("=", 1)[0] for a in argv] == [
         "--model", "--dataset", "--output", "--strategy", "--tuning", "--max-steps", "--epochs",
         "--lr", "--micro-batch", "--grad-accum", "--seq-len", "--seed", "--lora-r",
-        "--lora-alpha", "--lora-dropout"]
+        "--lora-alpha", "--lora-dropout", "--lora-targets", "--save-every", "--keep-checkpoints",
+        "--save-merged", "--random-init"]
+
+
+def test_booleans_round_trip() -> None:
+    train = TrainSpec(model="m", dataset="d", save_merged=True, random_init=True)
+    assert "--save-merged=True" in to_argv(train)
+    assert from_argv(to_argv(train)) == train
 
 
 def test_deepspeed_local_rank_is_accepted() -> None:

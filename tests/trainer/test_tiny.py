@@ -42,3 +42,18 @@ def test_refuses_a_non_empty_dir_without_force(tmp_path, capsys):
     assert tiny.main(["--out", str(tmp_path)]) == 2
     assert "--force" in capsys.readouterr().err
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_the_1b_preset_writes_a_config_for_random_init_and_rows_of_about_500_tokens(tmp_path):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    data = tiny.build(tmp_path, rows=12, preset="llama-1b")
+    model_dir = tmp_path / "model"
+    assert not list(model_dir.glob("*.safetensors"))  # built on the GPU by --random-init
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    assert sum(p.numel() for p in model.parameters()) == 1_055_991_808
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    lengths = [len(tok(render_prompt(r) + r.output)["input_ids"]) for r in load_rows(data)]
+    assert min(lengths) > 400 and max(lengths) < 600

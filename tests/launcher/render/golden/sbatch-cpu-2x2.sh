@@ -1,11 +1,11 @@
 #!/bin/bash
 # Rendered by mgft 0.1.0. Submit with `mgft submit` or plain `sbatch`.
-#SBATCH --job-name=mgft-llama-27426ce4
+#SBATCH --job-name=mgft-llama-6a938bd4
 #SBATCH --nodes=2
 #SBATCH --ntasks-per-node=1
 #SBATCH --cpus-per-task=4
 #SBATCH --time=30
-#SBATCH --output=mgft-llama-27426ce4-%j.out
+#SBATCH --output=mgft-llama-6a938bd4-%j.out
 set -euo pipefail
 
 export PYTHONUNBUFFERED=1
@@ -13,7 +13,7 @@ export TOKENIZERS_PARALLELISM=false
 export HF_HUB_OFFLINE=1
 export OMP_NUM_THREADS=1
 export MGFT_DEVICE=cpu
-export MGFT_JOB_NAME=mgft-llama-27426ce4
+export MGFT_JOB_NAME=mgft-llama-6a938bd4
 export MGFT_BACKEND=slurm
 
 # Rendezvous on the allocation's first node, on a port derived from the job id so that
@@ -49,4 +49,9 @@ srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
   --seed=0 \
   --lora-r=16 \
   --lora-alpha=32.0 \
-  --lora-dropout=0.05
+  --lora-dropout=0.05 \
+  --lora-targets=all-linear \
+  --save-every=100 \
+  --keep-checkpoints=2 \
+  --save-merged=False \
+  --random-init=False

@@ -1,13 +1,13 @@
 #!/bin/bash
 # Rendered by mgft 0.1.0. Submit with `mgft submit` or plain `sbatch`.
-#SBATCH --job-name=mgft-llama-afba83ac
+#SBATCH --job-name=mgft-llama-f649ac47
 #SBATCH --nodes=4
 #SBATCH --ntasks-per-node=1
 #SBATCH --gpus-per-node=8
 #SBATCH --cpus-per-task=64
 #SBATCH --time=04:00:00
 #SBATCH --partition=gpu
-#SBATCH --output=mgft-llama-afba83ac-%j.out
+#SBATCH --output=mgft-llama-f649ac47-%j.out
 set -euo pipefail
 
 export PYTHONUNBUFFERED=1
@@ -17,7 +17,7 @@ export TORCH_NCCL_ASYNC_ERROR_HANDLING=3
 export NCCL_DEBUG=WARN
 export OMP_NUM_THREADS=4
 export MGFT_DEVICE=cuda
-export MGFT_JOB_NAME=mgft-llama-afba83ac
+export MGFT_JOB_NAME=mgft-llama-f649ac47
 export MGFT_BACKEND=slurm
 
 # Rendezvous on the allocation's first node, on a port derived from the job id so that
@@ -53,4 +53,9 @@ srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
   --seed=0 \
   --lora-r=16 \
   --lora-alpha=32.0 \
-  --lora-dropout=0.05
+  --lora-dropout=0.05 \
+  --lora-targets=all-linear \
+  --save-every=100 \
+  --keep-checkpoints=2 \
+  --save-merged=False \
+  --random-init=False
