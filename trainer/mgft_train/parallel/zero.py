@@ -8,6 +8,7 @@ is passed in, so DeepSpeed needs no FusedAdam JIT build; offload uses DeepSpeedC
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,10 @@ def import_deepspeed() -> Any:
     from deepspeed.utils import logger
 
     logger.setLevel("WARNING")  # its INFO lines repeat once per rank and step
+    # DeepSpeed still calls torch's deprecated all_gather_into_tensor: a warning per rank
+    # that no user can act on.
+    warnings.filterwarnings("ignore", message=".*all_gather_into_tensor.* is deprecated",
+                            category=FutureWarning)
     return deepspeed
 
 
