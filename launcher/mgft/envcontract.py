@@ -21,6 +21,7 @@ DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADD
 PET_VARS = ("PET_NNODES", "PET_NPROC_PER_NODE", "PET_NODE_RANK", "PET_MASTER_ADDR",
             "PET_MASTER_PORT", "PET_RDZV_ENDPOINT", "PET_RDZV_BACKEND", "PET_RDZV_ID",
             "PET_RDZV_CONF", "PET_MAX_RESTARTS")
+TORCHELASTIC_RESTART_COUNT = "TORCHELASTIC_RESTART_COUNT"  # set by torchrun, read by the trainer
 # Names a user may not override with --env: the launcher or torchrun owns them.
 RESERVED = frozenset({*DIST_VARS, MGFT_DEVICE, MGFT_JOB_NAME, MGFT_BACKEND,
                       "GROUP_RANK", "ROLE_RANK", "TORCHELASTIC_RUN_ID", *PET_VARS})
@@ -58,6 +59,7 @@ class DistEnv:
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
     launched: bool = False  # started by torchrun (or similar), even with one process
+    restart_count: int = 0  # torchrun's restarts of this job's workers so far (--max-restarts)
 
     @property
     def distributed(self) -> bool:
@@ -79,7 +81,8 @@ class DistEnv:
         return cls(rank=int(env.get("RANK", "0")), local_rank=int(env.get("LOCAL_RANK", "0")),
                    world_size=world, local_world_size=int(env.get("LOCAL_WORLD_SIZE", str(world))),
                    master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
-                   master_port=int(env.get("MASTER_PORT", "29500")), launched="RANK" in env)
+                   master_port=int(env.get("MASTER_PORT", "29500")), launched="RANK" in env,
+                   restart_count=int(env.get(TORCHELASTIC_RESTART_COUNT, "0")))
 
 
 # --- Communication and devices (mgft.nccl, mgft.fabric, mgft.gpus) -------------------------

@@ -154,7 +154,7 @@ def _check_elastic(spec: JobSpec) -> None:
     if not k8s.elastic:
         if k8s.max_restarts is not None:
             _fail("k8s.max_restarts", k8s.max_restarts, "only applies to an elastic job",
-                  "add --elastic-min-nodes/--elastic-max-nodes, or drop --max-restarts")
+                  "add --elastic-min-nodes/--elastic-max-nodes, or drop --elastic-max-restarts")
         return
     low, high = elastic_range(spec)
     if low > high:

@@ -169,6 +169,20 @@ class TrainSpec:
         "Samples longer than --seq-len: truncate (keep the start) or drop."))] = (
         Overlong.TRUNCATE)
 
+    lora_targets: Annotated[str, Field(min_length=1, description=(
+        "Modules that get LoRA adapters: all-linear (every linear projection except the output "
+        "head) or comma-separated module names, e.g. q_proj,v_proj."))] = "all-linear"
+    save_every: Annotated[int, Field(ge=1, description=(
+        "Write a checkpoint every N optimizer steps, and at the end. A run restarted with the "
+        "same --output resumes from the latest one."))] = 100
+    keep_checkpoints: Annotated[int, Field(ge=1, le=1000, description=(
+        "Checkpoints to keep; older ones are deleted once a newer one is complete."))] = 2
+    save_merged: Annotated[bool, Field(description=(
+        "Also save the model with the LoRA adapter merged in, as Hugging Face safetensors "
+        "(gathered from FSDP or ZeRO-3 shards)."))] = False
+    random_init: Annotated[bool, Field(description=(
+        "Build the model from --model's config.json with random weights instead of loading "
+        "weights (for benchmarks; the directory needs no weight files)."))] = False
 
 class PodSecurity(StrEnum):
     RESTRICTED = "restricted"
@@ -393,6 +407,9 @@ class JobSpec:
     generate: Annotated[GenerateSpec | None, Field(description=(
         "When set, the job generates completions for train.dataset instead of training."))] = (
         None)
+    max_restarts: Annotated[int, Field(ge=0, le=100, description=(
+        "Local backend: how often torchrun restarts all workers after one fails; they resume "
+        "from the latest checkpoint."))] = 0
 
     @property
     def job_name(self) -> str:

@@ -13,7 +13,7 @@ from mgft.flags import display_name
 from mgft.generate.rules import check_generate
 from mgft.names import DNS1035, MAX_NAME_LEN
 from mgft.slurm import rules as slurm_rules
-from mgft.spec import Backend, JobSpec, SlurmContainer, Strategy
+from mgft.spec import Backend, JobSpec, SlurmContainer, Strategy, Tuning
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
@@ -22,6 +22,8 @@ _SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
 # A docker image reference: registry/path:tag@digest, no spaces or shell specials.
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+# peft target_modules: "all-linear" or module names (regex-free, so a typo cannot match widely).
+_LORA_TARGETS = re.compile(r"^all-linear$|^[A-Za-z_][A-Za-z0-9_.]*(,[A-Za-z_][A-Za-z0-9_.]*)*$")
 _GPU_ONLY = {
     Strategy.MP: "mp splits one model across the GPUs of a node",
     Strategy.ZERO3_OFFLOAD: "zero3-offload moves GPU state to CPU memory, and on CPU "
@@ -37,6 +39,8 @@ def check(spec: JobSpec) -> None:
     _check_strings(spec)
     _check_name(spec)
     _check_processes(spec)
+    _check_tuning(spec)
+    _check_restarts(spec)
     _check_env(spec)
     _check_dist(spec)
     _check_gpu_choice(spec)
@@ -87,6 +91,40 @@ def _check_processes(spec: JobSpec) -> None:
         _fail("resources.nproc_per_node", nproc,
               f"--strategy {strategy.value} runs one process per GPU and --gpus is {gpus}",
               f"drop --nproc-per-node or set it to {gpus}")
+
+
+def _check_tuning(spec: JobSpec) -> None:
+    """Combinations of strategy, tuning and saving that cannot work, whatever the hardware.
+
+    (mp with a sharded strategy cannot even be asked for: --strategy is one choice.)
+    """
+    train = spec.train
+    if train.tuning is Tuning.QLORA and train.strategy is Strategy.ZERO3_OFFLOAD:
+        _fail("train.tuning", train.tuning.value,
+              "DeepSpeed's parameter offload moves 16/32-bit tensors, and the 4-bit base "
+              "weights of qlora are packed bytes with their own quantization state",
+              "use --strategy zero3 with qlora (the 4-bit base is already 4x smaller), "
+              "or --tuning lora with zero3-offload")
+    if train.save_merged and train.tuning is Tuning.FULL:
+        _fail("train.save_merged", train.save_merged,
+              "--tuning full trains every weight and saves the whole model; there is no "
+              "adapter to merge", "drop --save-merged")
+    if train.tuning is Tuning.QLORA and train.random_init:
+        _fail("train.random_init", train.random_init,
+              "qlora quantizes weights to 4 bits while loading them, and --random-init loads "
+              "none", "save a random model first (python -m mgft_train.tiny --preset NAME "
+              "--weights) and pass it as --model, or use --tuning lora")
+    if train.tuning is not Tuning.FULL and not _LORA_TARGETS.match(train.lora_targets):
+        _fail("train.lora_targets", train.lora_targets, "not all-linear or a list of module names",
+              "use all-linear, or names separated by commas, e.g. q_proj,k_proj,v_proj,o_proj")
+
+
+def _check_restarts(spec: JobSpec) -> None:
+    if spec.max_restarts and spec.backend is not Backend.LOCAL:
+        _fail("max_restarts", spec.max_restarts,
+              f"--backend {spec.backend.value} does not restart workers in this version",
+              "drop --max-restarts (a rerun with the same --output resumes from the latest "
+              "checkpoint)")
 
 
 def _check_env(spec: JobSpec) -> None:

@@ -28,7 +28,7 @@ K8S = {"backend": "k8s", "image": cases.IMAGE}
     ({"k8s.tolerations": [{"operator": "Equal", "value": "x"}]}, "k8s.tolerations", None,
      "Exists"),
     ({"k8s.kueue_queue": "a", "k8s.volcano_queue": "b"}, "--volcano-queue", "b", "pick one"),
-    ({"k8s.max_restarts": 3}, "--max-restarts", 3, "--elastic-min-nodes"),
+    ({"k8s.max_restarts": 3}, "--elastic-max-restarts", 3, "--elastic-min-nodes"),
     ({"k8s.elastic_min_nodes": 3, "resources.nodes": 2}, "--nodes", 2, "between 3 and 3"),
     ({"k8s.elastic_min_nodes": 3, "k8s.elastic_max_nodes": 2}, "--elastic-min-nodes", 3,
      "at most 2"),

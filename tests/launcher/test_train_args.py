@@ -17,7 +17,8 @@ def test_every_field_is_written() -> None:
         "--model", "--dataset", "--output", "--strategy", "--tuning", "--max-steps", "--epochs",
         "--lr", "--micro-batch", "--grad-accum", "--seq-len", "--seed", "--lora-r",
         "--lora-alpha", "--lora-dropout", "--data-format", "--train-on-prompt", "--packing",
-        "--overlong"]
+        "--overlong", "--lora-targets", "--save-every", "--keep-checkpoints", "--save-merged",
+        "--random-init"]
 
 
 def test_data_options_round_trip_including_booleans() -> None:
@@ -26,6 +27,12 @@ def test_data_options_round_trip_including_booleans() -> None:
                       overlong=Overlong.DROP)
     assert from_argv(to_argv(train)) == train
     assert "--packing=False" in to_argv(train)
+
+
+def test_booleans_round_trip() -> None:
+    train = TrainSpec(model="m", dataset="d", save_merged=True, random_init=True)
+    assert "--save-merged=True" in to_argv(train)
+    assert from_argv(to_argv(train)) == train
 
 
 def test_deepspeed_local_rank_is_accepted() -> None:

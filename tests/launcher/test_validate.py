@@ -40,6 +40,16 @@ def fails(**flags: Any) -> SpecError:
     ({"train.model": "a\x00b"}, "--model", "a\x00b", "remove it"),
     ({"train.lr": "fast"}, "--lr", "fast", "number"),
     ({"train.micro_batch": 0}, "--micro-batch", 0, "1 or more"),
+    ({"resources.gpus": 4, "train.strategy": "zero3-offload", "train.tuning": "qlora"},
+     "--tuning", "qlora", "--strategy zero3 with qlora"),
+    ({"train.tuning": "full", "train.save_merged": True}, "--save-merged", True,
+     "drop --save-merged"),
+    ({"train.tuning": "qlora", "train.random_init": True}, "--random-init", True,
+     "--weights"),
+    ({"train.lora_targets": "q_proj;rm -rf"}, "--lora-targets", "q_proj;rm -rf",
+     "q_proj,k_proj"),
+    ({"backend": "slurm", "max_restarts": 2}, "--max-restarts", 2, "resumes"),
+    ({"train.save_every": 0}, "--save-every", 0, "1 or more"),
 ])
 def test_error_names_field_value_and_fix(flags: dict, field: str, value: Any, fix: str) -> None:
     err = fails(**flags)
@@ -55,6 +65,13 @@ def test_error_names_field_value_and_fix(flags: dict, field: str, value: Any, fi
      "slurm.partition": "a.b"},
     {"backend": "k8s", "image": "ghcr.io/a/b:c@sha256:00", "resources.nodes": 8},
     {"train.model": "-weird path/with 'quotes'", "env.HF_HOME": "$(not run)"},
+    # QLoRA works with every data-parallel strategy and with mp (4-bit layers split by GPU).
+    *({"resources.gpus": 2, "train.tuning": "qlora", "train.strategy": s}
+      for s in ("ddp", "fsdp", "zero1", "zero2", "zero3", "mp")),
+    {"resources.gpus": 0, "resources.nproc_per_node": 2, "train.tuning": "qlora",
+     "train.strategy": "zero3"},
+    {"train.save_merged": True, "train.strategy": "zero3", "train.lora_targets": "q_proj,v_proj"},
+    {"max_restarts": 3, "train.save_every": 50, "train.keep_checkpoints": 5},
 ])
 def test_valid_combinations_pass(flags: dict) -> None:
     build_spec(merge({}, BASE | flags, []))

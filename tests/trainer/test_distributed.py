@@ -49,3 +49,24 @@ def test_the_group_waits_mgft_dist_timeout_for_a_missing_rank(monkeypatch, singl
         assert group._get_backend(torch.device("cpu")).options._timeout == timedelta(seconds=45)
     finally:
         distributed.teardown(ctx)
+
+
+def test_each_restart_attempt_sees_only_its_own_store_keys(monkeypatch):
+    """torchrun restarts workers against the same store: a key the dead attempt left (gloo's
+    address of a killed rank) must not be what the new attempt reads."""
+    import socket
+    from datetime import timedelta
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.setenv("MASTER_PORT", str(port))
+    first = distributed.attempt_store(DistEnv(rank=0, world_size=1, restart_count=0))
+    first.set("rank_1_address", "dead")
+    first.set_timeout(timedelta(seconds=1))
+    second = distributed.attempt_store(DistEnv(rank=0, world_size=1, restart_count=1))
+    second.set_timeout(timedelta(seconds=1))
+    assert not second.check(["rank_1_address"])
+    second.set("rank_1_address", "alive")
+    assert first.get("rank_1_address") == b"dead"

@@ -1,36 +1,17 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 import torch.nn.functional as F
 from mgft.spec import TrainSpec
 from mgft_train import loop
-from mgft_train.data import IGNORE, Row, collate, encode
+from mgft_train.data import IGNORE, Row, collate, encode, make_loader
 from mgft_train.distributed import Dist
+from mgft_train.parallel import ddp
 
-
-def spec(**kw) -> TrainSpec:
-    return TrainSpec(model="m", dataset="d", **kw)
-
-
-def test_max_steps_wins_over_epochs_and_epochs_round_up():
-    assert loop.total_steps(spec(max_steps=7, epochs=3.0), batches_per_epoch=100) == 7
-    assert loop.total_steps(spec(epochs=2.0, grad_accum=3), batches_per_epoch=10) == 7
-    assert loop.total_steps(spec(epochs=0.5), batches_per_epoch=9) == 5
-    assert loop.total_steps(spec(epochs=0.01), batches_per_epoch=1) == 1
-
-
-def test_lr_warms_up_linearly_then_decays_to_the_floor():
-    total = 100
-    warmup = loop.warmup_steps(total)
-    assert warmup == 3
-    factors = [loop.lr_factor(s, total, warmup) for s in range(total)]
-    assert factors[:warmup] == pytest.approx([1 / 3, 2 / 3, 1.0])
-    after = factors[warmup:]
-    assert after[0] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(after, after[1:], strict=False))
-    assert after[-1] == pytest.approx(loop.MIN_LR_RATIO, abs=1e-3)
-    assert min(factors) >= loop.MIN_LR_RATIO
+CTX = Dist(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="none")
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +28,10 @@ def test_step_loss_and_gradients_are_the_mean_over_all_predicted_tokens(base_mod
             Row(instruction="Sort the words.", input="owl fox bee cat dog sun moon two",
                 output="bee cat dog fox moon owl sun two")]
     batches = [collate([e], pad_id=tokenizer.pad_token_id) for e in encode(rows, tokenizer, 512)]
-    ctx = Dist(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="none")
+    engine = ddp.apply(base_model, TrainSpec(model="m", dataset="d"), CTX, total=1)
 
     base_model.zero_grad()
-    loss, tokens = loop.train_step(base_model, batches, ctx)
+    loss, tokens, stop = loop.train_step(engine, batches, CTX)
     grads = [p.grad.clone() for p in base_model.parameters()]
 
     base_model.zero_grad()
@@ -61,10 +42,40 @@ def test_step_loss_and_gradients_are_the_mean_over_all_predicted_tokens(base_mod
 
     assert loss == pytest.approx(expected.item(), rel=1e-5)
     assert tokens == sum(b["input_ids"].numel() for b in batches)
+    assert stop is False
     for got, want in zip(grads, (p.grad for p in base_model.parameters()), strict=True):
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-6)
 
 
-def test_cpu_peak_memory_is_in_bytes():
-    # The test process holds torch and a model: well over 50 MB, well under 1 TB.
-    assert 50e6 < loop.peak_memory_bytes(torch.device("cpu")) < 1e12
+def test_a_requested_stop_comes_back_from_the_step(base_model, tokenizer):
+    batch = collate(encode([Row(instruction="a", output="b")], tokenizer, 64),
+                    pad_id=tokenizer.pad_token_id)
+    engine = ddp.apply(base_model, TrainSpec(model="m", dataset="d"), CTX, total=1)
+    assert loop.train_step(engine, [batch], CTX, stop_requested=True)[2] is True
+
+
+def test_a_stream_started_at_k_is_the_full_stream_from_k(tiny, tokenizer):
+    from mgft_train.data import load_rows
+
+    examples = encode(load_rows(tiny.data)[:40], tokenizer, 64)
+    loader = make_loader(examples, micro_batch=4, pad_id=tokenizer.pad_token_id, rank=0,
+                         world_size=1, seed=3)
+    per_epoch = len(loader)  # 10
+    full = list(itertools.islice(loop.micro_batches(loader), 3 * per_epoch))
+    for skip in (0, 7, per_epoch, per_epoch + 3):
+        tail = list(itertools.islice(loop.micro_batches(loader, skip=skip), 3 * per_epoch - skip))
+        assert [b["input_ids"].tolist() for b in tail] == \
+            [b["input_ids"].tolist() for b in full[skip:]], skip
+
+
+def test_starting_a_stream_draws_nothing_from_the_global_rng(tiny, tokenizer):
+    """Dropout masks after a resume must not depend on where in an epoch the run started."""
+    from mgft_train.data import load_rows
+
+    examples = encode(load_rows(tiny.data)[:8], tokenizer, 64)
+    loader = make_loader(examples, micro_batch=4, pad_id=tokenizer.pad_token_id, rank=0,
+                         world_size=1, seed=0)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    next(loop.micro_batches(loader, skip=1))
+    assert torch.equal(torch.get_rng_state(), before)

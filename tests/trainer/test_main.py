@@ -2,25 +2,34 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 
 import pytest
 from mgft_train.main import main
+
+from tests.trainer.cases import STEPS, flags
 
 
 def argv(tiny, output, *extra: str) -> list[str]:
     return [f"--model={tiny.model_dir}", f"--dataset={tiny.data}", f"--output={output}", *extra]
 
 
-def test_unsupported_strategy_exits_2_with_one_line(tiny, tmp_path, capsys, single_process_env):
+def test_sharded_strategy_without_torchrun_exits_2_with_one_line(tiny, tmp_path, capsys,
+                                                                  single_process_env):
     out = tmp_path / "out"
     assert main(argv(tiny, out, "--strategy=zero2")) == 2
     captured = capsys.readouterr()
-    assert captured.err == ("mgft-train: --strategy zero2: not implemented by this trainer "
-                            "version yet (ddp is); use --strategy ddp\n")
+    assert captured.err == ("mgft-train: --strategy zero2: needs a process group, and this "
+                            "process was not started by torchrun; start it with torchrun (as "
+                            "`mgft submit` does), or use --strategy ddp for a single process\n")
     assert captured.out == ""
     assert not out.exists()
+
+
+def test_a_bad_lora_target_found_after_loading_exits_2_with_one_line(tiny, tmp_path, capsys,
+                                                                     single_process_env):
+    assert main(argv(tiny, tmp_path / "out", "--lora-targets=attn_proj", "--max-steps=1")) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mgft-train: --lora-targets attn_proj: ") and err.count("\n") == 1
 
 
 def test_output_holding_results_exits_2(tiny, tmp_path, capsys, single_process_env):
@@ -48,24 +57,29 @@ def test_single_process_run_trains_without_a_group(tiny, tmp_path, capsys, singl
     assert report["model_wrapper"] == "PeftModelForCausalLM"
     assert report["steps"] == len(report["losses"]) == 3
     assert 0 < report["trainable_params"] < report["total_params"]
-    assert sorted(p.name for p in out.iterdir()) == ["adapter", "metrics.json"]
-    assert f"saved {out / 'adapter'}" in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "checkpoints", "loss.png",
+                                                     "metrics.json", "tensorboard"]
+    assert f"saved: adapter {out / 'adapter'}" in capsys.readouterr().out
 
 
-STEPS = 25
+def test_random_init_trains_from_a_config_only_directory(tiny, tmp_path, single_process_env):
+    from transformers import AutoConfig, AutoTokenizer
+
+    model_dir = tmp_path / "config-only"
+    AutoConfig.from_pretrained(tiny.model_dir).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(tiny.model_dir).save_pretrained(model_dir)
+    args = [f"--model={model_dir}", f"--dataset={tiny.data}", f"--output={tmp_path / 'o'}",
+            "--max-steps=2", "--seq-len=64"]
+    assert main(args) == 2  # no weights: refused, naming --random-init
+    assert main([*args, "--random-init=true"]) == 0
+    assert json.loads((tmp_path / "o" / "metrics.json").read_text())["steps"] == 2
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tiny, tmp_path_factory, cpu_job_env):
-    """One real 2-rank torchrun job on CPU/gloo; several tests read its results."""
-    out = tmp_path_factory.mktemp("ddp") / "out"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-           "-m", "mgft_train", *argv(tiny, out, f"--max-steps={STEPS}", "--micro-batch=4",
-                                     "--seq-len=64", "--lr=3e-3", "--seed=0",
-                                     "--packing=False")]  # packed: tests/trainer/data
-    proc = subprocess.run(cmd, env=cpu_job_env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out, proc.stdout, json.loads((out / "metrics.json").read_text())
+def ddp_run(trainer_job):
+    """The shared 2-rank DDP job on CPU/gloo; several tests read its results."""
+    job = trainer_job(*flags("ddp"))
+    return job.out, job.output, job.metrics
 
 
 @pytest.mark.e2e
@@ -82,7 +96,11 @@ def test_two_ranks_really_ran_ddp_over_gloo_and_learned(ddp_run, tokenizer):
     assert report["last_loss"] < uniform - 0.5
     lines = stdout.splitlines()
     assert sum(line.startswith("step ") for line in lines) == STEPS  # rank 0 only
-    assert sum(line.startswith("mgft-train: ") for line in lines) == 1
+    summary = [i for i, line in enumerate(lines) if line.startswith("mgft-train: ")]
+    assert len(summary) == 1
+    tokens, memory = lines[summary[0] + 1], lines[summary[0] + 2]
+    assert tokens.startswith(f"  tokens {report['tokens']} in ")
+    assert memory.startswith("  peak memory: rank 0 cpu ") and ", rank 1 cpu " in memory
 
 
 @pytest.mark.e2e

@@ -1,26 +1,36 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
+import pytest
 import torch
 from mgft.spec import TrainSpec
 from mgft_train import metrics
 from mgft_train.distributed import Dist
 from mgft_train.loop import TrainResult
 
-REQUIRED = {"world_size", "backend", "strategy", "model_wrapper", "device", "tuning", "steps",
-            "first_loss", "last_loss", "losses", "tokens", "tokens_per_s",
-            "tokens_per_s_per_gpu_or_proc", "peak_memory_bytes", "elapsed_s", "trainable_params",
-            "total_params", "spec"}
+REQUIRED = {"world_size", "backend", "strategy", "strategy_evidence", "model_wrapper", "device",
+            "tuning", "quantization", "steps", "first_loss", "last_loss", "losses", "eval_loss",
+            "tokens", "tokens_per_s", "tokens_per_s_per_gpu_or_proc",
+            "tokens_per_s_after_warmup", "tokens_per_s_median_step", "peak_memory_bytes",
+            "peak_memory_per_device", "elapsed_s", "resumed_from_step", "restart_count",
+            "trainable_params", "total_params", "saved", "spec", "versions"}
+CTX = Dist(rank=0, local_rank=0, world_size=2, device=torch.device("cpu"), backend="gloo")
+LOADED = {"trainable_params": 6, "total_params": 10, "quantization": None}
+PEAKS = [{"rank": 0, "device": "cpu", "bytes": 2 * 1024**3},
+         {"rank": 1, "device": "cpu", "bytes": 1024**3}]
+
+
+def result(**kw) -> TrainResult:
+    fields = dict(steps=3, losses=[3.0, 2.0, 1.5], tokens=1000, elapsed_s=4.0, run_tokens=1000,
+                  run_elapsed_s=4.0, step_s=[2.0, 1.0, 1.0], step_tokens=[200, 400, 400])
+    return TrainResult(**(fields | kw))
 
 
 def test_metrics_report_what_ran_and_rates(tmp_path):
-    ctx = Dist(rank=0, local_rank=0, world_size=2, device=torch.device("cpu"), backend="gloo")
-    result = TrainResult(steps=3, losses=[3.0, 2.0, 1.5], tokens=1000, elapsed_s=4.0,
-                         peak_memory_bytes=123)
     spec = TrainSpec(model="m", dataset="d", max_steps=3)
-    report = metrics.collect(spec, ctx, torch.nn.Linear(2, 2), result, 6, 10)
+    report = metrics.collect(spec, CTX, torch.nn.Linear(2, 2), result(), LOADED,
+                             peak_memory=PEAKS, eval_loss=1.25)
 
     path = metrics.write(report, tmp_path)
 
@@ -28,10 +38,35 @@ def test_metrics_report_what_ran_and_rates(tmp_path):
     assert loaded.keys() >= REQUIRED
     assert loaded["strategy"] == "single"  # a bare module is no DDP, whatever the spec asked
     assert loaded["model_wrapper"] == "Linear"
-    assert (loaded["first_loss"], loaded["last_loss"]) == (3.0, 1.5)
+    assert (loaded["first_loss"], loaded["last_loss"], loaded["eval_loss"]) == (3.0, 1.5, 1.25)
     assert loaded["tokens_per_s"] == 250.0
     assert loaded["tokens_per_s_per_gpu_or_proc"] == 125.0
+    assert loaded["peak_memory_bytes"] == 2 * 1024**3
     assert loaded["spec"]["strategy"] == "ddp" and loaded["spec"]["max_steps"] == 3
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
-    line = metrics.summary(report, Path("/o/adapter"))
-    assert "3.0000 -> 1.5000" in line and "/o/adapter" in line
+
+
+def test_throughput_of_a_resumed_run_counts_only_its_own_steps():
+    report = metrics.collect(TrainSpec(model="m", dataset="d"), CTX, torch.nn.Linear(2, 2),
+                             result(tokens=5000, elapsed_s=40.0, resumed_from=10), LOADED)
+    assert report["tokens"] == 5000
+    assert report["tokens_per_s"] == 250.0  # 1000 tokens in this run's 4 s
+    assert report["resumed_from_step"] == 10
+
+
+def test_steady_and_median_throughput_drop_slow_first_steps():
+    r = result(step_s=[10.0] + [1.0] * 9, step_tokens=[100] * 10)
+    assert metrics.steady_tokens_per_s(r) == pytest.approx(100.0)  # first 2 of 10 excluded
+    assert metrics.median_tokens_per_s(r) == pytest.approx(100.0)
+    assert metrics.median_tokens_per_s(result(step_s=[], step_tokens=[])) is None
+
+
+def test_end_of_run_summary_names_steps_tokens_time_memory_per_device_and_saves():
+    report = metrics.collect(TrainSpec(model="m", dataset="d"), CTX, torch.nn.Linear(2, 2),
+                             result(), LOADED, peak_memory=PEAKS,
+                             saved={"adapter": "/o/adapter"})
+    lines = metrics.summary(report).splitlines()
+    assert lines[0] == "mgft-train: 3 steps on 2 x cpu (single, lora), loss 3.0000 -> 1.5000"
+    assert lines[1] == "  tokens 1000 in 4.0 s, 250 tok/s (125 per process)"
+    assert lines[2] == "  peak memory: rank 0 cpu 2.00 GiB, rank 1 cpu 1.00 GiB"
+    assert lines[3] == "  saved: adapter /o/adapter"

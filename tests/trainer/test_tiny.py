@@ -64,3 +64,18 @@ def test_the_task_can_be_written_in_every_format_and_file_the_trainer_reads(tmp_
             path = tiny.write_data(tmp_path / f"{fmt}-{name}",
                                    [tiny.as_format(r, fmt) for r in rows], file_type)
             assert read(str(path)).format is DataFormat(fmt), (fmt, file_type)
+
+
+def test_the_1b_preset_writes_a_config_for_random_init_and_rows_of_about_500_tokens(tmp_path):
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    data = tiny.build(tmp_path, rows=12, preset="llama-1b")
+    model_dir = tmp_path / "model"
+    assert not list(model_dir.glob("*.safetensors"))  # built on the GPU by --random-init
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    assert sum(p.numel() for p in model.parameters()) == 1_055_991_808
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    lengths = [len(tok(render_prompt(r) + r.output)["input_ids"]) for r in load_rows(data)]
+    assert min(lengths) > 400 and max(lengths) < 600

@@ -8,39 +8,57 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from mgft.envcontract import DistEnv
 from mgft.spec import Strategy, TrainSpec, Tuning
 
+from mgft_train import checkpoint
 from mgft_train.errors import UsageError
 
-# What a finished run leaves in --output; any of them means "this is someone's results".
-RESULT_NAMES = ("metrics.json", "adapter", "model")
-SUPPORTED_STRATEGIES = frozenset({Strategy.DDP})
-SUPPORTED_TUNINGS = frozenset({Tuning.LORA, Tuning.FULL})
+# What a run leaves in --output; metrics.json is written last, so it marks a finished run.
+FINISHED = "metrics.json"
+RESULT_NAMES = (FINISHED, "adapter", "model", "merged")
+WEIGHT_GLOBS = ("*.safetensors", "*.bin", "*.safetensors.index.json", "*.bin.index.json")
+# Strategies that shard or replicate through a process group: meaningless without torchrun.
+NEEDS_GROUP = frozenset({Strategy.FSDP, Strategy.ZERO1, Strategy.ZERO2, Strategy.ZERO3,
+                         Strategy.ZERO3_OFFLOAD})
 
 
-def check_inputs(spec: TrainSpec) -> None:
-    check_strategy(spec.strategy)
-    check_tuning(spec.tuning)
-    check_model_dir(spec.model)
+def check_inputs(spec: TrainSpec, env: DistEnv | None = None) -> Path | None:
+    """All checks; returns the checkpoint to resume from, if --output holds one."""
+    env = env or DistEnv()
+    check_strategy(spec.strategy, env)
+    check_tuning(spec)
+    check_model_dir(spec.model, random_init=spec.random_init)
     check_dataset_file(spec.dataset)
-    check_output_dir(spec.output)
+    resume = check_output_dir(spec.output)
+    if resume is not None:
+        checkpoint.check_resumable(resume, spec, env.world_size)
+    return resume
 
 
-def check_strategy(strategy: Strategy) -> None:
-    if strategy not in SUPPORTED_STRATEGIES:
+def check_strategy(strategy: Strategy, env: DistEnv) -> None:
+    if strategy in NEEDS_GROUP and not env.distributed:
         raise UsageError("--strategy", strategy.value,
-                         "not implemented by this trainer version yet (ddp is)",
-                         "use --strategy ddp")
+                         "needs a process group, and this process was not started by torchrun",
+                         "start it with torchrun (as `mgft submit` does), or use --strategy ddp "
+                         "for a single process")
+    if strategy is Strategy.MP and env.local_world_size != 1:
+        raise UsageError("--strategy", strategy.value,
+                         f"splits the model across the GPUs of one process per node, and "
+                         f"{env.local_world_size} processes were started on this node",
+                         "start one process per node (torchrun --nproc-per-node 1)")
 
 
-def check_tuning(tuning: Tuning) -> None:
-    if tuning not in SUPPORTED_TUNINGS:
-        raise UsageError("--tuning", tuning.value,
-                         "not implemented by this trainer version yet (lora and full are)",
-                         "use --tuning lora")
+def check_tuning(spec: TrainSpec) -> None:
+    if spec.tuning is Tuning.QLORA and spec.random_init:
+        raise UsageError("--tuning", spec.tuning.value,
+                         "4-bit weights are quantized while loading them, and --random-init "
+                         "loads none",
+                         "save a random model first (python -m mgft_train.tiny --preset NAME "
+                         "--weights) and pass it as --model, or use --tuning lora")
 
 
-def check_model_dir(model: str) -> None:
+def check_model_dir(model: str, *, random_init: bool = False) -> None:
     path = Path(model)
     fix = "pass a local model directory holding config.json, weights and tokenizer files"
     if not path.exists():
@@ -49,6 +67,10 @@ def check_model_dir(model: str) -> None:
         raise UsageError("--model", model, "not a directory", fix)
     if not (path / "config.json").is_file():
         raise UsageError("--model", model, "no config.json in it", fix)
+    if not random_init and not any(next(path.glob(g), None) for g in WEIGHT_GLOBS):
+        raise UsageError("--model", model, "no weights in it (*.safetensors or *.bin)",
+                         "copy the weights there, or pass --random-init to benchmark "
+                         "with random weights")
 
 
 def check_dataset_file(dataset: str) -> None:
@@ -59,13 +81,23 @@ def check_dataset_file(dataset: str) -> None:
                          "written by datasets' save_to_disk")
 
 
-def check_output_dir(output: str) -> None:
+def check_output_dir(output: str) -> Path | None:
+    """A finished run (metrics.json) is never touched; an unfinished one with a checkpoint
+    is resumed (returns that checkpoint); results without checkpoints are someone's."""
     path = Path(output)
     if path.exists() and not path.is_dir():
         raise UsageError("--output", output, "exists and is not a directory",
                          "pick a new --output directory")
+    if (path / FINISHED).exists():
+        raise UsageError("--output", output,
+                         f"already holds a finished run's results ({FINISHED})",
+                         "pick a new --output, or move the old results away")
+    resume = checkpoint.latest(path)
+    if resume is not None:
+        return resume
     for name in RESULT_NAMES:
         if (path / name).exists():
             raise UsageError("--output", output,
                              f"already holds a previous run's results ({name})",
                              "pick a new --output, or move the old results away")
+    return None

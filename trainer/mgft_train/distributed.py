@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,6 +52,10 @@ def resolve_device(launch: LaunchEnv, env: DistEnv) -> torch.device:
 
 def init(env: DistEnv, device: torch.device) -> Dist:
     """Join the process group torchrun describes; a plain `python -m` run joins none."""
+    # DeepSpeed (imported by transformers whenever it is installed) picks its accelerator at
+    # import time: name it, so a CPU run on a GPU host does not pick CUDA, nor warn that it
+    # guessed.
+    os.environ.setdefault("DS_ACCELERATOR", device.type)
     if device.type == "cuda":
         torch.cuda.set_device(device)  # before init, so NCCL binds this rank to its own GPU
     if not env.distributed:
@@ -61,7 +66,8 @@ def init(env: DistEnv, device: torch.device) -> Dist:
         _prepare_nccl(env)
     # A dead rank fails the job after this long, not torch's default 10 (NCCL) or 30 (gloo) min.
     timeout = timedelta(seconds=CommEnv.from_env().timeout_s)
-    dist.init_process_group(backend=backend, timeout=timeout, **kwargs)
+    dist.init_process_group(backend=backend, store=attempt_store(env), rank=env.rank,
+                            world_size=env.world_size, timeout=timeout, **kwargs)
     return Dist(rank=dist.get_rank(), local_rank=env.local_rank,
                 world_size=dist.get_world_size(), device=device, backend=dist.get_backend())
 
@@ -73,6 +79,18 @@ def _prepare_nccl(env: DistEnv) -> None:
     resolution, applied = prepare_process()
     if env.local_rank == 0:  # one line per node: nodes may resolve differently
         print(f"mgft: {resolution.describe(applied)}", file=sys.stderr, flush=True)
+
+
+def attempt_store(env: DistEnv) -> dist.Store:
+    """torchrun's store, with keys private to this attempt.
+
+    After a worker dies, torchrun (--max-restarts) restarts all workers against the same
+    store, where the dead attempt's keys remain: gloo then connects to the dead rank's old
+    address and NCCL can read an old unique id, and the new attempt hangs in
+    init_process_group. A prefix per restart keeps every attempt's keys apart.
+    """
+    store, _, _ = next(dist.rendezvous("env://", rank=env.rank, world_size=env.world_size))
+    return dist.PrefixStore(f"mgft/attempt-{env.restart_count}", store)
 
 
 def teardown(ctx: Dist) -> None:
@@ -87,6 +105,20 @@ def abandon(ctx: Dist) -> None:
     """On failure: no barrier, since the other ranks may never reach it."""
     if ctx.grouped and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def barrier(ctx: Dist) -> None:
+    if ctx.grouped:
+        dist.barrier()
+
+
+def gather(value: object, ctx: Dist) -> list[object]:
+    """Every rank's `value`, in rank order, on every rank (a few small Python objects)."""
+    if not ctx.grouped:
+        return [value]
+    out: list[object] = [None] * ctx.world_size
+    dist.all_gather_object(out, value)
+    return out
 
 
 def all_reduce(values: list[float], ctx: Dist, op: str = "sum") -> list[float]:

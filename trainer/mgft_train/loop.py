@@ -1,143 +1,139 @@
-"""The training loop: AdamW, warmup + cosine, gradient accumulation, exact token-mean loss."""
+"""The training loop: one loop for every strategy, exact token-mean loss, checkpoints every
+--save-every steps and at the end, a stop on SIGTERM/SIGUSR2 that every rank agrees on.
+
+The strategy lives in the `Engine` (parallel/): the loop only calls forward, backward and
+step on it, so what differs between DDP, FSDP, ZeRO and mp is in one small module each.
+"""
 
 from __future__ import annotations
 
-import math
-import resource
-import sys
+import itertools
 import time
 from collections.abc import Iterator
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from mgft.spec import TrainSpec
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from mgft_train import distributed
+from mgft_train import checkpoint, curves, distributed, signals
+from mgft_train.checkpoint import TrainState
 from mgft_train.data import IGNORE, label_tokens, model_inputs, real_tokens
 from mgft_train.distributed import Dist
 from mgft_train.progress import reporter
 
-WARMUP_FRACTION = 0.03
-MIN_LR_RATIO = 0.1  # cosine ends at 10% of peak rather than 0: the last steps still learn
-MAX_GRAD_NORM = 1.0
 Batch = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class TrainResult:
-    steps: int
-    losses: list[float]
-    tokens: int  # real (non-pad) tokens, summed over ranks
-    elapsed_s: float
-    peak_memory_bytes: int  # the largest of any rank
+    steps: int  # optimizer steps done, in this process and before it (a resumed run)
+    losses: list[float]  # one per step, from step 1
+    tokens: int  # real (non-pad) tokens, summed over ranks, over all steps
+    elapsed_s: float  # time in training steps (checkpoint writes excluded), over all runs
+    run_tokens: int = 0  # this process's share of `tokens`, for its throughput
+    run_elapsed_s: float = 0.0
+    checkpoint_s: float = 0.0
+    resumed_from: int | None = None
+    preempted: bool = False
+    signals: list[str] = field(default_factory=list)
+    step_s: list[float] = field(default_factory=list)  # this process's steps, each
+    step_tokens: list[int] = field(default_factory=list)
 
 
-def total_steps(spec: TrainSpec, batches_per_epoch: int) -> int:
-    """--max-steps wins; otherwise enough optimizer steps to cover --epochs (at least one)."""
-    if spec.max_steps is not None:
-        return spec.max_steps
-    return max(1, math.ceil(spec.epochs * batches_per_epoch / spec.grad_accum))
+def micro_batches(loader: DataLoader, skip: int = 0) -> Iterator[Batch]:
+    """Endless stream across epochs, starting after `skip` micro-batches (a resumed run).
 
-
-def warmup_steps(total: int) -> int:
-    return max(1, round(WARMUP_FRACTION * total))
-
-
-def lr_factor(step: int, total: int, warmup: int) -> float:
-    """Multiplier of the peak lr for 0-based optimizer step `step`: linear up, then cosine down."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return MIN_LR_RATIO + (1 - MIN_LR_RATIO) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-
-def make_optimizer(model: torch.nn.Module, spec: TrainSpec,
-                   device: torch.device) -> torch.optim.Optimizer:
-    params = [p for p in model.parameters() if p.requires_grad]
-    # fused: one kernel for all parameters instead of several per tensor; CUDA only here.
-    return torch.optim.AdamW(params, lr=spec.lr, weight_decay=0.0,
-                             fused=device.type == "cuda")
-
-
-def micro_batches(loader: DataLoader) -> Iterator[Batch]:
-    """Endless stream across epochs; set_epoch gives each epoch its own shuffle."""
-    epoch = 0
+    set_epoch gives each epoch its own shuffle. Creating a DataLoader iterator draws a seed
+    from the global RNG; fork_rng keeps that draw out of it, so dropout masks do not depend
+    on where in an epoch a run started.
+    """
+    epoch, offset = divmod(skip, len(loader))
     while True:
         loader.sampler.set_epoch(epoch)
-        yield from loader
-        epoch += 1
+        with torch.random.fork_rng(devices=[]):
+            batches = iter(loader)
+        # Skipped batches are collated and dropped: cheap next to a forward pass, and it
+        # works for any loader, whatever its sampler.
+        yield from itertools.islice(batches, offset, None)
+        epoch, offset = epoch + 1, 0
 
 
 def loss_sum(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     """Summed (not mean) next-token loss, so the caller can divide by the whole step's count."""
     logits = model(**model_inputs(batch)).logits
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
+    labels = batch["labels"][:, 1:].to(logits.device)  # mp: the head sits on the last GPU
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
                            ignore_index=IGNORE, reduction="sum")
 
 
-def peak_memory_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss if sys.platform == "darwin" else rss * 1024  # Linux reports KiB
-
-
-def train(model: torch.nn.Module, loader: DataLoader, spec: TrainSpec, ctx: Dist) -> TrainResult:
-    total = total_steps(spec, len(loader))
-    optimizer = make_optimizer(model, spec, ctx.device)
-    warmup = warmup_steps(total)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, total, warmup))
-    stream = micro_batches(loader)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    losses: list[float] = []
-    tokens = 0
-    model.train()
-    start = time.perf_counter()
-    with reporter(total, enabled=ctx.is_main) as report:
-        for step in range(1, total + 1):
+def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total: int,
+          resume: TrainState | None = None) -> TrainResult:
+    start = resume.step if resume else 0
+    losses = list(resume.losses) if resume else []
+    tokens_before = resume.tokens if resume else 0
+    elapsed_before = resume.elapsed_s if resume else 0.0
+    stream = micro_batches(loader, skip=start * spec.grad_accum)
+    run_tokens, run_elapsed, checkpoint_s, stopped = 0, 0.0, 0.0, False
+    step_times: list[float] = []
+    step_counts: list[int] = []
+    engine.train()
+    with reporter(total, enabled=ctx.is_main, start=start) as report, \
+            curves.tensorboard(spec.output, enabled=ctx.is_main, start=start) as board:
+        for step in range(start + 1, total + 1):
             step_start = time.perf_counter()
-            lr = scheduler.get_last_lr()[0]
+            lr = engine.lr()
             batches = [_to_device(next(stream), ctx.device) for _ in range(spec.grad_accum)]
-            loss, step_tokens = train_step(model, batches, ctx)
-            torch.nn.utils.clip_grad_norm_(trainable, MAX_GRAD_NORM)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            loss, step_tokens, stop = train_step(engine, batches, ctx, signals.requested())
+            engine.step()
+            step_s = time.perf_counter() - step_start
             losses.append(loss)
-            tokens += step_tokens
-            report.step(step, total, loss, lr, step_tokens / (time.perf_counter() - step_start))
-    elapsed = time.perf_counter() - start
-    (peak,) = distributed.all_reduce([peak_memory_bytes(ctx.device)], ctx, op="max")
-    return TrainResult(steps=total, losses=losses, tokens=tokens, elapsed_s=elapsed,
-                       peak_memory_bytes=int(peak))
+            run_tokens += step_tokens
+            run_elapsed += step_s
+            step_times.append(step_s)
+            step_counts.append(step_tokens)
+            report.step(step, total, loss, lr, step_tokens / step_s)
+            board.step(step, loss, lr, step_tokens / step_s)
+            if stop or step % spec.save_every == 0 or step == total:
+                t0 = time.perf_counter()
+                state = TrainState(step=step, losses=losses, tokens=tokens_before + run_tokens,
+                                   elapsed_s=elapsed_before + run_elapsed,
+                                   world_size=ctx.world_size, spec=checkpoint.spec_record(spec))
+                checkpoint.write(engine, state, spec.output, ctx, spec.keep_checkpoints)
+                checkpoint_s += time.perf_counter() - t0
+            if stop and step < total:
+                stopped = True
+                break
+    return TrainResult(steps=len(losses), losses=losses, tokens=tokens_before + run_tokens,
+                       elapsed_s=elapsed_before + run_elapsed, run_tokens=run_tokens,
+                       run_elapsed_s=run_elapsed, checkpoint_s=checkpoint_s,
+                       resumed_from=start if resume else None, preempted=stopped,
+                       signals=signals.received(), step_s=step_times, step_tokens=step_counts)
 
 
-def train_step(model: torch.nn.Module, batches: list[Batch], ctx: Dist) -> tuple[float, int]:
-    """Forward/backward over one optimizer step's micro-batches; returns (loss, real tokens).
+def train_step(engine: Any, batches: list[Batch], ctx: Dist,
+               stop_requested: bool = False) -> tuple[float, int, bool]:
+    """Forward/backward over one optimizer step's micro-batches.
 
-    The loss is the mean over every predicted token of the step on all ranks, whatever the
-    batch lengths: each micro-batch's summed loss is divided by the global token count, and
-    multiplied by world_size because DDP averages (not sums) gradients across ranks.
+    Returns (loss, real tokens, stop): the loss is the mean over every predicted token of
+    the step on all ranks, whatever the batch lengths: each micro-batch's summed loss is
+    divided by the global token count, and multiplied by world_size because DDP, FSDP and
+    ZeRO average (not sum) gradients across ranks. `stop` is true on every rank if any rank
+    was asked to stop: it rides on the loss's all-reduce, so it costs no extra collective.
     """
     counts = [sum(label_tokens(b) for b in batches), sum(real_tokens(b) for b in batches)]
     global_labels, global_tokens = distributed.all_reduce(counts, ctx)
     scale = ctx.world_size / max(global_labels, 1.0)
     local_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     for i, batch in enumerate(batches):
-        # Only the last micro-batch all-reduces gradients; the others accumulate locally.
-        last = i == len(batches) - 1
-        sync = nullcontext() if last or not isinstance(model, DistributedDataParallel) \
-            else model.no_sync()
-        with sync:
-            summed = loss_sum(model, batch)
-            (summed * scale).backward()
-        local_sum += summed.detach()
-    (global_sum,) = distributed.all_reduce([local_sum.item()], ctx)
-    return global_sum / max(global_labels, 1.0), int(global_tokens)
+        with engine.accumulating(last=i == len(batches) - 1):
+            summed = loss_sum(engine.model, batch)
+            engine.backward(summed * scale)
+        local_sum += summed.detach().to(local_sum.device)
+    global_sum, stops = distributed.all_reduce([local_sum.item(), float(stop_requested)], ctx)
+    return global_sum / max(global_labels, 1.0), int(global_tokens), stops > 0
 
 
 def _to_device(batch: Batch, device: torch.device) -> Batch:

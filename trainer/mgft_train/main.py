@@ -1,18 +1,34 @@
-"""mgft-train: fine-tune a causal LM with LoRA (or fully) under DDP, on CPU/gloo or GPU/nccl.
+"""mgft-train: fine-tune a causal LM (LoRA, QLoRA or full) under DDP, FSDP, ZeRO-1/2/3,
+ZeRO-3 with offload, or naive model parallelism, on CPU/gloo or GPU/nccl.
 
     torchrun --nproc-per-node 2 -m mgft_train --model=DIR --dataset=FILE --output=DIR ...
 
-Exit codes: 0 done; 2 bad input (one line on stderr naming the flag, the value and the fix).
+Checkpoints go to <output>/checkpoints/step-NNNNNNNN/ every --save-every steps and at the
+end (atomically; the last --keep-checkpoints are kept). Rerunning with the same argv and
+--output resumes from the latest one; an --output holding a finished run (metrics.json) is
+refused. At the end: the adapter (or model), the merged model with --save-merged,
+metrics.json, loss.png and TensorBoard events under <output>/tensorboard/.
+
+Exit codes (mgft.exitcodes):
+  0   done.
+  2   bad input: one line on stderr naming the flag, the value and the fix.
+  75  preempted: SIGTERM or SIGUSR2 reached at least one rank; every rank finished the step,
+      wrote a checkpoint under <output>/checkpoints and stopped. Rerun the same command to
+      resume from it (Slurm requeue, Kubernetes restart, or by hand).
 """
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
+from mgft import exitcodes
 from mgft.envcontract import CommEnv, DistEnv, LaunchEnv
+from mgft.spec import TrainSpec
 from mgft.train_args import from_argv
 
+from mgft_train import signals
 from mgft_train.checks import check_inputs
 from mgft_train.errors import UsageError
 
@@ -27,51 +43,100 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         if code := run_preflight():
             return code
+    signals.install()  # from here on, SIGTERM/SIGUSR2 mean "checkpoint and exit 75"
     # Everything that can be wrong with the inputs is found before the process group exists:
     # a rank that fails after rendezvous leaves the others waiting in a collective.
     try:
-        check_inputs(spec)
+        resume_from = check_inputs(spec, env)
         from mgft_train import data, distributed, model  # torch: after the cheap checks
 
         tokenizer = model.load_tokenizer(spec.model)
         dataset = data.prepare(spec, tokenizer)  # every bad row, and a missing chat template
         device = distributed.resolve_device(LaunchEnv.from_env(), env)
     except UsageError as err:
-        if env.is_main:
-            print(f"{PROG}: {err}", file=sys.stderr)
-        return 2
+        return _usage(err, env.is_main)
 
-    from mgft_train import loop, metrics, parallel, save
-
-    _quiet_hf()
     ctx = distributed.init(env, device)
+    _quiet_hf()
     try:
-        net = model.load_model(spec, ctx.device)
-        trainable, total = model.count_params(net)
-        loader = data.make_loader(dataset.examples,
-                                  micro_batch=spec.micro_batch, pad_id=tokenizer.pad_token_id,
-                                  rank=ctx.rank, world_size=ctx.world_size, seed=spec.seed,
-                                  pin_memory=ctx.device.type == "cuda",
-                                  pack_len=spec.seq_len if spec.packing else None,
-                                  flat=data.flat_rows(net))
-        if ctx.is_main:
-            print(data.summary(dataset, loader), flush=True)
-        wrapped = parallel.wrap(net, spec.strategy, ctx)
-        result = loop.train(wrapped, loader, spec, ctx)
-        if ctx.is_main:
-            saved = save.save(parallel.unwrap(wrapped), tokenizer, spec.output, spec.tuning)
-            report = metrics.collect(spec, ctx, wrapped, result, trainable, total)
-            metrics.write(report, spec.output)
-            print(metrics.summary(report, saved), flush=True)
+        code = run(spec, ctx, env, tokenizer, dataset, resume_from)
+    except UsageError as err:  # found only once the model is loaded (e.g. --lora-targets)
+        distributed.abandon(ctx)
+        return _usage(err, ctx.is_main)
     except BaseException:
         distributed.abandon(ctx)
         raise
     distributed.teardown(ctx)
-    return 0
+    return code
+
+
+def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
+        resume_from: Path | None) -> int:
+    from mgft_train import (
+        checkpoint,
+        curves,
+        data,
+        evaluate,
+        loop,
+        memory,
+        metrics,
+        model,
+        optim,
+        parallel,
+        save,
+    )
+
+    net = model.load_model(spec, ctx)
+    loaded = model.describe(net)  # before FSDP or ZeRO-3 shard the weights away
+    loader = data.make_loader(dataset.examples, micro_batch=spec.micro_batch,
+                              pad_id=tokenizer.pad_token_id, rank=ctx.rank,
+                              world_size=ctx.world_size, seed=spec.seed,
+                              pin_memory=ctx.device.type == "cuda",
+                              pack_len=spec.seq_len if spec.packing else None,
+                              flat=data.flat_rows(net))
+    if ctx.is_main:
+        print(data.summary(dataset, loader), flush=True)
+    total = optim.total_steps(spec, len(loader))
+    engine = parallel.apply(net, spec, ctx, total)
+    resume = checkpoint.load(engine, resume_from, ctx) if resume_from else None
+    if resume and ctx.is_main:
+        print(f"{PROG}: resuming from {resume_from} (step {resume.step} of {total})", flush=True)
+
+    result = loop.train(engine, loader, spec, ctx, total=total, resume=resume)
+    if result.preempted:
+        signals.ignore()  # saved; a second SIGTERM (torchrun's, as peers exit) changes nothing
+        if ctx.is_main:
+            print(f"{PROG}: stopped by {'/'.join(result.signals) or 'a signal on another rank'}"
+                  f" after step {result.steps} of {total}; checkpoint in "
+                  f"{checkpoint.latest(spec.output)}; rerun the same command to resume "
+                  f"(exit {exitcodes.PREEMPTED})", flush=True)
+        return exitcodes.PREEMPTED
+
+    eval_loss = evaluate.eval_loss(
+        engine, evaluate.eval_batch(dataset.examples, tokenizer.pad_token_id), ctx.device)
+    peaks = memory.peaks(engine.model, ctx)
+    saved = save.save_final(engine, tokenizer, spec, ctx)
+    if ctx.is_main:
+        report = metrics.collect(spec, ctx, engine.model, result, loaded, peak_memory=peaks,
+                                 eval_loss=eval_loss, saved=saved,
+                                 restart_count=env.restart_count)
+        curves.plot_loss(result.losses, spec.output, f"{report['strategy']} {spec.tuning.value}")
+        metrics.write(report, spec.output)  # last: its presence marks the run finished
+        print(metrics.summary(report), flush=True)
+    return exitcodes.OK
+
+
+def _usage(err: UsageError, is_main: bool) -> int:
+    if is_main:
+        print(f"{PROG}: {err}", file=sys.stderr)
+    return exitcodes.USAGE
 
 
 def _quiet_hf() -> None:
-    """Per-rank "Loading weights" bars repeat N times in a job log and say nothing new."""
+    """Per-rank "Loading weights" and "Writing model shards" bars repeat N times in a job
+    log and say nothing new."""
+    from huggingface_hub.utils import disable_progress_bars
     from transformers.utils import logging
 
     logging.disable_progress_bar()
+    disable_progress_bars()

@@ -1,58 +1,128 @@
-"""metrics.json: what ran, and how it went, as measured rather than as requested."""
+"""metrics.json: what ran, and how it went, as measured rather than as requested.
+
+Its presence marks a finished run: a rerun with the same --output is refused, while an
+output with checkpoints and no metrics.json is resumed.
+"""
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import json
 import os
-from importlib.metadata import version
+import statistics
+import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
 import torch
 from mgft.spec import TrainSpec
 
+from mgft_train.checkpoint import spec_record
 from mgft_train.distributed import Dist
 from mgft_train.loop import TrainResult
-from mgft_train.parallel import strategy_that_ran, unwrap
+from mgft_train.parallel.detect import strategy_that_ran, unwrap
+
+FILENAME = "metrics.json"
+GiB = 1024**3
 
 
 def collect(spec: TrainSpec, ctx: Dist, model: torch.nn.Module, result: TrainResult,
-            trainable_params: int, total_params: int) -> dict[str, Any]:
-    tokens_per_s = result.tokens / result.elapsed_s if result.elapsed_s > 0 else 0.0
+            loaded: dict[str, Any], *, peak_memory: list[dict[str, Any]] | None = None,
+            eval_loss: float | None = None,
+            saved: dict[str, Path] | None = None, restart_count: int = 0) -> dict[str, Any]:
+    """`model` is the object the loop trained (the engine's model): it is inspected, not
+    trusted, for the strategy that ran. `loaded` is model.describe() of the model as loaded."""
+    # Throughput of this process's steps: a resumed run's earlier steps ran elsewhere.
+    run_s = result.run_elapsed_s or result.elapsed_s
+    run_tokens = result.run_tokens or result.tokens
+    tokens_per_s = run_tokens / run_s if run_s > 0 else 0.0
+    strategy, evidence = strategy_that_ran(model)
+    peaks = peak_memory or []
     return {
         "world_size": ctx.world_size,
         "backend": ctx.backend,
-        "strategy": strategy_that_ran(model),
+        "strategy": strategy,
+        "strategy_evidence": evidence,
         "model_wrapper": type(model).__name__,
         "model_class": type(unwrap(model)).__name__,
         "device": ctx.device.type,
         "tuning": spec.tuning.value,
+        "quantization": loaded["quantization"],
         "steps": result.steps,
         "first_loss": result.losses[0],
         "last_loss": result.losses[-1],
         "losses": result.losses,
+        "eval_loss": eval_loss,
         "tokens": result.tokens,
         "tokens_per_s": tokens_per_s,
         "tokens_per_s_per_gpu_or_proc": tokens_per_s / ctx.world_size,
-        "peak_memory_bytes": result.peak_memory_bytes,
+        "tokens_per_s_after_warmup": steady_tokens_per_s(result),
+        "tokens_per_s_median_step": median_tokens_per_s(result),
+        "peak_memory_bytes": max((p["bytes"] for p in peaks), default=0),
+        "peak_memory_per_device": peaks,
         "elapsed_s": result.elapsed_s,
-        "trainable_params": trainable_params,
-        "total_params": total_params,
-        "spec": dataclasses.asdict(spec),
-        "versions": {name: version(name) for name in ("torch", "transformers", "peft")},
+        "checkpoint_s": result.checkpoint_s,
+        "resumed_from_step": result.resumed_from,
+        "restart_count": restart_count,
+        "trainable_params": loaded["trainable_params"],
+        "total_params": loaded["total_params"],
+        "saved": {k: str(v) for k, v in (saved or {}).items()},
+        "spec": spec_record(spec),
+        "versions": versions(),
     }
 
 
+def steady_tokens_per_s(result: TrainResult) -> float | None:
+    """Throughput without the first fifth of this process's steps (at most 5): the first
+    steps pay for allocator growth, kernel selection and communicator set-up."""
+    skip = min(5, len(result.step_s) // 5)
+    seconds = sum(result.step_s[skip:])
+    return sum(result.step_tokens[skip:]) / seconds if seconds > 0 else None
+
+
+def median_tokens_per_s(result: TrainResult) -> float | None:
+    """The median step's throughput: robust to a few stalled steps (a shared host, a
+    collective waiting on a slow peer), which dominate a mean over a short run."""
+    rates = [t / s for t, s in zip(result.step_tokens, result.step_s, strict=True) if s > 0]
+    return statistics.median(rates) if rates else None
+
+
+def versions() -> dict[str, str]:
+    names = ["torch", "transformers", "peft"]
+    names += [n for n in ("deepspeed", "bitsandbytes") if n in sys.modules]
+    found = {}
+    for name in names:
+        with contextlib.suppress(PackageNotFoundError):
+            found[name] = version(name)
+    if torch.cuda.is_available():
+        found["cuda"] = str(torch.version.cuda)
+        found["gpu"] = torch.cuda.get_device_name(0)
+    return found
+
+
 def write(metrics: dict[str, Any], output: str | Path) -> Path:
-    path = Path(output) / "metrics.json"
-    tmp = path.with_name(".metrics.json.partial")
+    path = Path(output) / FILENAME
+    tmp = path.with_name(f".{FILENAME}.partial")
     tmp.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, path)
     return path
 
 
-def summary(metrics: dict[str, Any], saved: Path) -> str:
-    return (f"mgft-train: {metrics['steps']} steps on {metrics['world_size']} x "
-            f"{metrics['device']} ({metrics['strategy']}), loss {metrics['first_loss']:.4f} -> "
-            f"{metrics['last_loss']:.4f}, {metrics['tokens_per_s']:.0f} tok/s; saved {saved}")
+def summary(metrics: dict[str, Any]) -> str:
+    """The end-of-run lines: what ran, steps, tokens, time, loss, and memory per device."""
+    peaks = ", ".join(f"rank {p['rank']} {p['device']} {p['bytes'] / GiB:.2f} GiB"
+                      for p in metrics["peak_memory_per_device"])
+    saved = ", ".join(f"{k} {v}" for k, v in metrics["saved"].items()) or "nothing"
+    resumed = metrics["resumed_from_step"]
+    return "\n".join([
+        f"mgft-train: {metrics['steps']} steps on {metrics['world_size']} x "
+        f"{metrics['device']} ({metrics['strategy']}, {metrics['tuning']}), loss "
+        f"{metrics['first_loss']:.4f} -> {metrics['last_loss']:.4f}"
+        + (f" (resumed at step {resumed})" if resumed is not None else ""),
+        f"  tokens {metrics['tokens']} in {metrics['elapsed_s']:.1f} s, "
+        f"{metrics['tokens_per_s']:.0f} tok/s ({metrics['tokens_per_s_per_gpu_or_proc']:.0f} "
+        f"per process)",
+        f"  peak memory: {peaks}",
+        f"  saved: {saved}",
+    ])

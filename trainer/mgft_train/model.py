@@ -1,4 +1,5 @@
-"""Tokenizer and causal LM from a local directory, made trainable the way --tuning asks."""
+"""Tokenizer and causal LM from a local directory: loaded (or built at random) where the
+strategy wants it, in the dtype it wants, and made trainable the way --tuning asks."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import warnings
 from typing import Any
 
 import torch
-from mgft.spec import TrainSpec, Tuning
+from mgft.spec import Strategy, TrainSpec, Tuning
 
+from mgft_train.distributed import Dist
 from mgft_train.errors import UsageError
 
 
@@ -24,34 +26,95 @@ def load_tokenizer(model_dir: str) -> Any:
     return tokenizer
 
 
-def param_dtype(device: torch.device) -> torch.dtype:
+def param_dtype(device: torch.device, spec: TrainSpec) -> torch.dtype:
     # CPUs have slow or no bf16 matmuls; every CUDA GPU worth training on has fast ones.
+    if device.type != "cuda":
+        return torch.float32
+    # FSDP keeps fp32 shards as master weights and computes in bf16 (MixedPrecisionPolicy).
+    if spec.strategy is Strategy.FSDP and spec.tuning is Tuning.FULL:
+        return torch.float32
+    return torch.bfloat16
+
+
+def compute_dtype(device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def load_model(spec: TrainSpec, device: torch.device) -> torch.nn.Module:
-    """Load the base model on `device` and apply --tuning; seeded, so every rank builds the same
-    adapter (DDP also broadcasts rank 0's weights, but an equal start keeps that a no-op)."""
-    from transformers import AutoModelForCausalLM
+def placement(spec: TrainSpec, ctx: Dist, config: Any) -> Any:
+    """Where from_pretrained puts the weights (its device_map)."""
+    if spec.strategy is Strategy.MP:
+        from mgft_train.parallel.mp import device_map
+
+        return device_map(config, torch.cuda.device_count())
+    if spec.tuning is Tuning.QLORA and spec.strategy in (Strategy.ZERO3, Strategy.ZERO3_OFFLOAD):
+        return None  # ZeRO-3 places (and partitions) the quantized weights itself
+    # Straight onto the device: loading on the CPU first costs a minute for an 8B model.
+    return {"": ctx.device}
+
+
+def load_model(spec: TrainSpec, ctx: Dist) -> torch.nn.Module:
+    """Load (or build) the base model and apply --tuning. Seeded, so every rank builds the
+    same weights and adapter: FSDP and ZeRO shard what each rank holds, assuming replicas."""
+    from transformers import AutoConfig
 
     torch.manual_seed(spec.seed)
-    # Straight onto the device: loading on the CPU first costs a minute for an 8B model.
-    model = AutoModelForCausalLM.from_pretrained(
-        spec.model, dtype=param_dtype(device), device_map={"": device}, local_files_only=True)
+    config = AutoConfig.from_pretrained(spec.model, local_files_only=True)
+    where = placement(spec, ctx, config)
+    model = build_random(spec, ctx, config, where) if spec.random_init else \
+        load_pretrained(spec, ctx, where)
     model.config.use_cache = False  # a KV cache is only for generation
-    if spec.tuning is Tuning.LORA:
-        return add_lora(model, spec)
     if spec.tuning is Tuning.FULL:
         return model
-    raise UsageError("--tuning", spec.tuning.value, "not implemented by this trainer version yet",
-                     "use --tuning lora")
+    return add_lora(model, spec)
+
+
+def load_pretrained(spec: TrainSpec, ctx: Dist, where: Any) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    kwargs: dict[str, Any] = {"dtype": param_dtype(ctx.device, spec), "device_map": where}
+    if spec.tuning is Tuning.QLORA:
+        from mgft_train.quant import bnb_config
+
+        kwargs["quantization_config"] = bnb_config(spec.strategy, compute_dtype(ctx.device))
+    return AutoModelForCausalLM.from_pretrained(spec.model, local_files_only=True, **kwargs)
+
+
+def build_random(spec: TrainSpec, ctx: Dist, config: Any, where: Any) -> torch.nn.Module:
+    """Random weights from the config, built on the device (on a CPU an 8B model takes a
+    minute). mp builds on the first GPU and then spreads the blocks out."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.device(ctx.device):
+        model = AutoModelForCausalLM.from_config(config, dtype=param_dtype(ctx.device, spec))
+    if spec.strategy is Strategy.MP:
+        from accelerate import dispatch_model
+
+        model = dispatch_model(model, device_map=where)
+    return model
+
+
+def lora_targets(spec: TrainSpec) -> str | list[str]:
+    if spec.lora_targets == "all-linear":
+        return "all-linear"  # peft: every nn.Linear (4-bit ones too) except the output head
+    return [name.strip() for name in spec.lora_targets.split(",")]
 
 
 def add_lora(model: torch.nn.Module, spec: TrainSpec) -> torch.nn.Module:
-    from peft import LoraConfig, get_peft_model
+    from peft import LoraConfig
 
     config = LoraConfig(r=spec.lora_r, lora_alpha=spec.lora_alpha, lora_dropout=spec.lora_dropout,
-                        target_modules="all-linear", task_type="CAUSAL_LM")
+                        target_modules=lora_targets(spec), task_type="CAUSAL_LM")
+    try:
+        return peft_model(model, config)
+    except ValueError as err:  # peft: "Target modules {...} not found in the base model"
+        raise UsageError("--lora-targets", spec.lora_targets, str(err).split(". ")[0],
+                         "name modules the model has (e.g. q_proj,v_proj) or use "
+                         "all-linear") from None
+
+
+def peft_model(model: torch.nn.Module, config: Any) -> Any:
+    from peft import get_peft_model
+
     with warnings.catch_warnings():
         # peft asks transformers' deprecated is_gradient_checkpointing: once per rank, no news.
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing",
@@ -60,6 +123,15 @@ def add_lora(model: torch.nn.Module, spec: TrainSpec) -> torch.nn.Module:
 
 
 def count_params(model: torch.nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
+    """(trainable, total) parameter counts (a 4-bit weight counts as its packed bytes)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
+
+
+def describe(model: torch.nn.Module) -> dict[str, Any]:
+    """What was loaded, read before a strategy shards or partitions the weights away."""
+    from mgft_train.quant import describe as quantization
+
+    trainable, total = count_params(model)
+    return {"trainable_params": trainable, "total_params": total,
+            "quantization": quantization(model)}

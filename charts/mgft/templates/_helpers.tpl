@@ -28,6 +28,9 @@ compares them). Keep it in step with launcher/mgft/render/ and templates/ there.
 {{- if eq (toString .Values.train.strategy) "auto" -}}
 {{- fail "train.strategy \"auto\": the chart cannot size the job; run `mgft plan` (or `mgft render --strategy auto`) and set the strategy it names" -}}
 {{- end -}}
+{{- if gt (int .Values.max_restarts) 0 -}}
+{{- fail "max_restarts: local runs only; on Kubernetes set k8s.max_restarts with an elastic job, or rely on restartPolicy OnFailure (a restarted pod resumes from the last checkpoint)" -}}
+{{- end -}}
 {{- if .Values.generate -}}
 {{- fail "generate: this chart runs training jobs; render a generation job with `mgft generate --backend k8s --dry-run`" -}}
 {{- end -}}
@@ -87,6 +90,11 @@ kueue.x-k8s.io/queue-name: {{ . | toJson }}
 {{- $args = append $args (printf "--train-on-prompt=%s" (ternary "True" "False" $t.train_on_prompt)) -}}
 {{- $args = append $args (printf "--packing=%s" (ternary "True" "False" $t.packing)) -}}
 {{- $args = append $args (printf "--overlong=%s" $t.overlong) -}}
+{{- $args = append $args (printf "--lora-targets=%s" $t.lora_targets) -}}
+{{- $args = append $args (printf "--save-every=%d" (int $t.save_every)) -}}
+{{- $args = append $args (printf "--keep-checkpoints=%d" (int $t.keep_checkpoints)) -}}
+{{- $args = append $args (printf "--save-merged=%s" (ternary "True" "False" $t.save_merged)) -}}
+{{- $args = append $args (printf "--random-init=%s" (ternary "True" "False" $t.random_init)) -}}
 {{- toJson $args -}}
 {{- end -}}
 

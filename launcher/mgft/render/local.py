@@ -32,6 +32,9 @@ def local_command(spec: JobSpec, visible: tuple[str, ...] | None = None) -> Loca
         "--standalone",  # a free local port: never collides with another job's 29500
         "--nnodes=1",
         f"--nproc-per-node={spec.nproc_per_node}",
+        # On a worker's failure torchrun restarts all of them; they resume from the latest
+        # checkpoint (mgft_train.checkpoint).
+        *([f"--max-restarts={spec.max_restarts}"] if spec.max_restarts else []),
         # Every rank's output goes to its own file under the log dir; rank 0 also to the console.
         f"--log-dir={log_dir}",
         "--tee=3",

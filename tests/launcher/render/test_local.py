@@ -42,3 +42,11 @@ def test_gpu_run_is_one_process_per_gpu() -> None:
     command = local_command(CASES["gpu-4"])
     assert "--nproc-per-node=4" in command.argv
     assert command.env["MGFT_DEVICE"] == "cuda"
+
+
+def test_max_restarts_reaches_torchrun_only_when_asked() -> None:
+    assert not any(a.startswith("--max-restarts") for a in local_command(CASES["cpu-2"]).argv)
+    restarting = cases.spec(**{"resources.gpus": 0, "max_restarts": 3})
+    argv = local_command(restarting).argv
+    assert argv[argv.index("--max-restarts=3") + 1:].count("--max-restarts=3") == 0
+    assert argv.index("--max-restarts=3") < argv.index("-m")  # torchrun's flag, not the trainer's

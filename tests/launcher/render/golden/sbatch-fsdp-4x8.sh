@@ -66,4 +66,9 @@ srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
   --data-format=auto \
   --train-on-prompt=False \
   --packing=True \
-  --overlong=truncate
+  --overlong=truncate \
+  --lora-targets=all-linear \
+  --save-every=100 \
+  --keep-checkpoints=2 \
+  --save-merged=False \
+  --random-init=False

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import pytest
+from mgft.spec import Strategy, TrainSpec
+from mgft_train.optim import MAX_GRAD_NORM
+from mgft_train.parallel.zero import STAGES, deepspeed_config
+
+
+def spec(strategy: Strategy, **kw) -> TrainSpec:
+    return TrainSpec(model="m", dataset="d", strategy=strategy, **kw)
+
+
+@pytest.mark.parametrize("strategy,stage", [(Strategy.ZERO1, 1), (Strategy.ZERO2, 2),
+                                            (Strategy.ZERO3, 3), (Strategy.ZERO3_OFFLOAD, 3)])
+def test_stage_and_batch_sizes_come_from_the_spec(strategy, stage):
+    assert STAGES[strategy] == stage
+    config = deepspeed_config(spec(strategy, micro_batch=3, grad_accum=5), stage, world=8,
+                              bf16=True)
+    assert config["zero_optimization"]["stage"] == stage
+    assert config["train_micro_batch_size_per_gpu"] == 3
+    assert config["gradient_accumulation_steps"] == 5
+    assert config["train_batch_size"] == 3 * 5 * 8
+    assert config["gradient_clipping"] == MAX_GRAD_NORM
+    assert config["bf16"] == {"enabled": True}
+
+
+def test_no_optimizer_block_so_deepspeed_builds_no_fused_adam():
+    config = deepspeed_config(spec(Strategy.ZERO2), 2, world=2, bf16=False)
+    assert "optimizer" not in config and "scheduler" not in config  # ours are passed in
+    assert config["zero_allow_untested_optimizer"] is True
+    assert config["bf16"] == {"enabled": False}
+
+
+def test_only_zero3_offload_offloads_optimizer_and_parameters():
+    assert "offload_param" not in deepspeed_config(spec(Strategy.ZERO3), 3, 2, bf16=True)[
+        "zero_optimization"]
+    zero = deepspeed_config(spec(Strategy.ZERO3_OFFLOAD), 3, 2, bf16=True)["zero_optimization"]
+    assert zero["offload_optimizer"]["device"] == "cpu"
+    assert zero["offload_param"]["device"] == "cpu"
+
+
+@pytest.mark.parametrize("strategy", list(STAGES))
+def test_deepspeed_accepts_every_generated_config(strategy):
+    """DeepSpeed's own parser (pydantic models) rejects unknown or misspelt keys."""
+    from mgft_train.parallel.zero import import_deepspeed
+
+    import_deepspeed()
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    parsed = DeepSpeedConfig(deepspeed_config(spec(strategy, micro_batch=2), STAGES[strategy],
+                                              world=1, bf16=False))
+    assert parsed.zero_optimization_stage == STAGES[strategy]
+    assert parsed.train_batch_size == 2
+    assert (parsed.zero_config.offload_param is not None) is (strategy is Strategy.ZERO3_OFFLOAD)

@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from mgft.spec import Strategy, TrainSpec, Tuning
+from mgft_train import model
+from mgft_train.distributed import Dist
+from mgft_train.errors import UsageError
+
+CPU = Dist(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="none")
+
+
+def spec(tiny_dir, **kw) -> TrainSpec:
+    return TrainSpec(model=str(tiny_dir), dataset="d", **kw)
+
+
+def test_lora_targets_default_to_every_linear_projection(tiny):
+    net = model.load_model(spec(tiny.model_dir, lora_r=4), CPU)
+    wrapped = {n.rsplit(".", 1)[0] for n, _ in net.named_modules() if n.endswith(".lora_A")}
+    assert {n.rsplit(".", 1)[-1] for n in wrapped} == {"q_proj", "k_proj", "v_proj", "o_proj",
+                                                      "gate_proj", "up_proj", "down_proj"}
+    assert len(wrapped) == 2 * 7
+    assert all(p.requires_grad == ("lora_" in n) for n, p in net.named_parameters())
+
+
+def test_named_lora_targets_and_hyperparameters_are_applied(tiny):
+    net = model.load_model(spec(tiny.model_dir, lora_targets="q_proj, v_proj", lora_r=2,
+                                lora_alpha=8.0, lora_dropout=0.0), CPU)
+    config = net.peft_config["default"]
+    assert set(config.target_modules) == {"q_proj", "v_proj"}
+    assert (config.r, config.lora_alpha) == (2, 8.0)
+    assert sum(1 for n, _ in net.named_modules() if n.endswith(".lora_A")) == 2 * 2
+
+
+def test_a_target_the_model_lacks_is_a_usage_error(tiny):
+    with pytest.raises(UsageError) as err:
+        model.load_model(spec(tiny.model_dir, lora_targets="attn_proj"), CPU)
+    assert str(err.value).startswith("--lora-targets attn_proj: ")
+
+
+def test_full_tuning_trains_everything(tiny):
+    net = model.load_model(spec(tiny.model_dir, tuning=Tuning.FULL), CPU)
+    assert all(p.requires_grad for p in net.parameters())
+
+
+def test_random_init_builds_from_the_config_alone_and_equally_on_every_rank(tiny, tmp_path):
+    from transformers import AutoConfig
+
+    AutoConfig.from_pretrained(tiny.model_dir).save_pretrained(tmp_path)  # no weights
+    # (The tiny assets were built with seed 0: another seed shows these are not those.)
+    a = model.load_model(spec(tmp_path, random_init=True, tuning=Tuning.FULL, seed=1), CPU)
+    b = model.load_model(spec(tmp_path, random_init=True, tuning=Tuning.FULL, seed=1), CPU)
+    loaded = model.load_model(spec(tiny.model_dir, tuning=Tuning.FULL), CPU)
+    for (name, pa), pb, pl in zip(a.named_parameters(), b.parameters(), loaded.parameters(),
+                                  strict=True):
+        assert torch.equal(pa, pb), name  # seeded: FSDP/ZeRO shard replicas of this
+        assert pa.shape == pl.shape
+    assert not torch.equal(a.lm_head.weight, loaded.lm_head.weight)  # not the saved weights
+
+
+def test_dtypes_and_placement_follow_device_strategy_and_tuning():
+    cuda, cpu = torch.device("cuda", 0), torch.device("cpu")
+    assert model.param_dtype(cpu, TrainSpec(model="m", dataset="d")) is torch.float32
+    assert model.param_dtype(cuda, TrainSpec(model="m", dataset="d")) is torch.bfloat16
+    # FSDP keeps fp32 master shards of fully trained weights and computes in bf16.
+    assert model.param_dtype(cuda, TrainSpec(model="m", dataset="d", strategy=Strategy.FSDP,
+                                             tuning=Tuning.FULL)) is torch.float32
+    qlora_zero3 = TrainSpec(model="m", dataset="d", strategy=Strategy.ZERO3,
+                            tuning=Tuning.QLORA)
+    assert model.placement(qlora_zero3, CPU, None) is None  # ZeRO-3 places it
+    assert model.placement(TrainSpec(model="m", dataset="d"), CPU, None) == {"": CPU.device}
+
+
+def test_describe_reads_sizes_and_no_quantization(tiny):
+    net = model.load_model(spec(tiny.model_dir, lora_r=4), CPU)
+    described = model.describe(net)
+    assert described["quantization"] is None
+    assert 0 < described["trainable_params"] < described["total_params"]

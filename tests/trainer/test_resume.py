@@ -1,0 +1,73 @@
+"""Preemption and restarts, end to end on CPU/gloo with 2 ranks.
+
+A stop signal reaching one rank only stops every rank after the same step, with a
+checkpoint and exit code 75; the same command then resumes, and its losses equal the
+uninterrupted run's bit for bit. A rank killed with -9 under `mgft submit --max-restarts`
+is restarted by torchrun with the others, from the latest checkpoint, to the same end.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+
+import pytest
+from mgft import exitcodes
+
+from tests.trainer import jobs
+from tests.trainer.cases import STEPS, flags
+
+pytestmark = pytest.mark.e2e
+
+EXTRA = {"fsdp": ("--save-merged=true",), "zero3": ("--save-merged=true",)}
+
+
+@pytest.mark.parametrize("strategy,sig", [("ddp", signal.SIGUSR2), ("fsdp", signal.SIGTERM),
+                                          ("zero2", signal.SIGUSR2), ("zero3", signal.SIGTERM)])
+def test_signal_on_one_rank_checkpoints_exits_75_and_the_rerun_resumes_exactly(
+        strategy, sig, tiny, trainer_job, cpu_job_env, fresh_output):
+    argv = flags(strategy, "lora", *EXTRA.get(strategy, ()))
+    reference = trainer_job(*argv).metrics
+    cmd = jobs.torchrun() + jobs.trainer_argv(tiny, fresh_output, *argv)
+
+    cut = jobs.run_and_hit(cmd, cpu_job_env, fresh_output, when="step 3/", rank=1, sig=sig)
+
+    assert cut.returncode != 0
+    # Both ranks exited 75 (torchrun lists each failed worker's own exit code).
+    assert cut.output.count(f"exitcode  : {exitcodes.PREEMPTED} ") == 2, cut.output[-3000:]
+    stopped = [line for line in cut.output.splitlines() if "mgft-train: stopped by" in line]
+    assert len(stopped) == 1 and "another rank" in stopped[0]  # rank 0 was not signalled
+    assert not (fresh_output / "metrics.json").exists()
+    checkpoints = sorted((fresh_output / "checkpoints").glob("step-*"))
+    assert checkpoints, "no checkpoint written before exiting"
+    stop_step = int(checkpoints[-1].name.removeprefix("step-"))
+    assert 3 <= stop_step < STEPS
+
+    resumed = jobs.run(cmd, cpu_job_env, fresh_output).check()
+
+    assert f"resuming from {checkpoints[-1]} (step {stop_step} of {STEPS})" in resumed.output
+    m = resumed.metrics
+    assert m["resumed_from_step"] == stop_step
+    assert m["strategy"] == strategy
+    assert m["losses"] == reference["losses"]  # bitwise: model, optimizer, schedule, RNG, data
+    assert m["tokens"] == reference["tokens"]
+
+
+def test_killed_rank_is_restarted_by_torchrun_and_finishes_like_an_uninterrupted_run(
+        tiny, trainer_job, cpu_job_env, fresh_output):
+    """`mgft submit --max-restarts 2`: rank 1 dies with SIGKILL mid-run; torchrun restarts
+    both workers, which resume from the latest checkpoint and end where the reference ends."""
+    reference = trainer_job(*flags("ddp")).metrics
+    submit = [sys.executable, "-m", "mgft.cli", "submit", "--backend", "local", "--gpus", "0",
+              "--nproc-per-node", "2", "--max-restarts", "2", "--model", str(tiny.model_dir),
+              "--dataset", str(tiny.data), "--output", str(fresh_output), "--seq-len", "64",
+              "--micro-batch", "4", "--lr", "3e-3", "--seed", "0", "--strategy", "ddp",
+              "--max-steps", str(STEPS), "--save-every", "10"]
+    # Rank 0's lines reach mgft's stdout with torchrun's "[default0]:" prefix.
+    job = jobs.run_and_hit(submit, cpu_job_env, fresh_output, when="[default0]:step 12/",
+                           rank=1, sig=signal.SIGKILL)
+    job.check()
+    m = job.metrics
+    assert m["restart_count"] >= 1
+    assert m["resumed_from_step"] is not None and m["resumed_from_step"] >= 10
+    assert m["losses"] == reference["losses"]
