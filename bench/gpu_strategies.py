@@ -43,7 +43,10 @@ def run(name: str, gpus: int, args: argparse.Namespace) -> dict:
            "--strategy", strategy, "--tuning", tuning, "--model", str(data / "model"),
            "--dataset", str(data / "data.jsonl"), "--output", str(output),
            "--max-steps", str(args.steps), "--seq-len", "512", "--micro-batch", "4",
-           "--lr", args.lr, "--save-every", "1000", "--random-init", str(not qlora).lower(),
+           "--lr", args.lr, "--save-every", "1000",
+           "--no-random-init" if qlora else "--random-init",
+           # Padded batches, like the 2-GPU table these runs extend.
+           "--no-packing",
            # --gpus 0 (a CPU smoke test of this script): two processes, as on two GPUs.
            *(["--nproc-per-node", "2"] if gpus == 0 else [])]
     start = time.perf_counter()

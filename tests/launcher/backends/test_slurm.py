@@ -17,7 +17,6 @@ from tests.launcher.slurm.test_options import sbatch_lines
 from tests.slurm_cluster import Cluster
 
 STEPS = 25
-TRAINER_RESUME = "needs trainer checkpoint/resume from branch trainer"
 _RANKS = re.compile(r"^mgft-node: (\S+) runs ranks ([\d,]+)$", re.M)
 
 
@@ -143,7 +142,6 @@ def _assert_resumed(cluster: Cluster, job_id: str, output: Path, reference) -> N
     assert metrics["last_loss"] == pytest.approx(ref["last_loss"], rel=1e-4)
 
 
-@pytest.mark.xfail(strict=True, reason=TRAINER_RESUME)
 def test_usr2_preemption_checkpoints_requeues_and_resumes(
         reference, slurm_cluster: Cluster, tiny: Tiny, tmp_path: Path,
         slurm_jobs: list[str]) -> None:
@@ -154,7 +152,6 @@ def test_usr2_preemption_checkpoints_requeues_and_resumes(
     _assert_resumed(slurm_cluster, job_id, output, reference)
 
 
-@pytest.mark.xfail(strict=True, reason=TRAINER_RESUME)
 def test_outside_scontrol_requeue_resumes_from_the_checkpoint(
         reference, slurm_cluster: Cluster, tiny: Tiny, tmp_path: Path,
         slurm_jobs: list[str]) -> None:
