@@ -78,7 +78,8 @@ def run_one(cfg: Config, model_dir: Path, data: Path, work: Path,
            "--strategy", cfg.strategy, "--tuning", cfg.tuning, "--model", str(model_dir),
            "--dataset", str(data), "--output", str(out), "--max-steps", str(args.steps),
            "--micro-batch", str(args.micro_batch), "--seq-len", str(args.seq_len),
-           "--lr", "1e-4"]
+           # Padded batches: the plan sizes padded micro-batches (Assumptions.padded).
+           "--lr", "1e-4", "--no-packing"]
     start = time.perf_counter()
     proc = subprocess.run(cmd, env=os.environ | GPU_SAFE_ENV, capture_output=True, text=True,
                           timeout=args.timeout)
