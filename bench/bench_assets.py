@@ -31,7 +31,7 @@ def build_model(arch: str, out: Path, seed: int = 0) -> Path:
     rows = tiny.make_rows(256, seed)
     tokenizer = tiny.train_tokenizer([render_prompt(r) + r.output for r in rows])
     if arch == "tiny":
-        model = tiny.make_model(tokenizer, seed)
+        model = tiny.make_model(tiny.make_config(tokenizer, tiny.PRESETS["tiny"]), seed)
     else:
         from mgft.plan.arch import KNOWN
         from transformers import AutoConfig, AutoModelForCausalLM
