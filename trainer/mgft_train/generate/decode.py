@@ -10,7 +10,7 @@ from mgft.generate.args import GenerateArgs
 
 from mgft_train.errors import UsageError
 from mgft_train.generate.prompts import Prompt
-from mgft_train.model import param_dtype
+from mgft_train.model import compute_dtype
 
 
 def load_tokenizer(args: GenerateArgs) -> Any:
@@ -39,7 +39,7 @@ def load_model(args: GenerateArgs, device: torch.device) -> torch.nn.Module:
 
     device_map: Any = "auto" if args.split_model else {"": device}
     model = AutoModelForCausalLM.from_pretrained(
-        args.model, dtype=param_dtype(device), device_map=device_map, local_files_only=True)
+        args.model, dtype=compute_dtype(device), device_map=device_map, local_files_only=True)
     if args.adapter:
         from peft import PeftModel
 

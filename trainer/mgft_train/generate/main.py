@@ -181,9 +181,9 @@ def _gather(mine: dict[str, Any], world: int, group: bool) -> list[dict[str, Any
 
 
 def _peak_memory(device: Any) -> int:
-    from mgft_train.loop import peak_memory_bytes
+    from mgft_train.memory import device_peak_bytes
 
-    return int(peak_memory_bytes(device))
+    return int(device_peak_bytes(device))
 
 
 def _quiet_hf() -> None:
