@@ -73,7 +73,10 @@ def run_one(cfg: Config, model_dir: Path, data: Path, work: Path,
     out = work / "runs" / cfg.name
     if out.exists():
         shutil.rmtree(out)  # the benchmark's own output from an earlier invocation
-    procs = ["--gpus", "0", "--nproc-per-node", "2"] if args.tiny else ["--gpus", str(args.gpus)]
+    # --gpu-ids, not --gpus: this process built the model on GPU 0 and still holds a CUDA
+    # context there, which mgft's GPU choice (rightly) counts as busy.
+    procs = ["--gpus", "0", "--nproc-per-node", "2"] if args.tiny else [
+        "--gpu-ids", ",".join(str(i) for i in range(args.gpus))]
     cmd = [sys.executable, "-m", "mgft.cli", "submit", "--backend", "local", *procs,
            "--strategy", cfg.strategy, "--tuning", cfg.tuning, "--model", str(model_dir),
            "--dataset", str(data), "--output", str(out), "--max-steps", str(args.steps),
