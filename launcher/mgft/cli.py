@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import sys
 import typing
@@ -14,7 +13,7 @@ from typing import Any
 import click
 
 from mgft import __version__, jobs_cli
-from mgft.errors import SpecError, SubmitError
+from mgft.errors import SpecError, one_line_errors
 from mgft.flags import FLAGS
 from mgft.generate.launch import generate_options
 from mgft.plan.report import plan_options
@@ -116,20 +115,6 @@ def _warn(spec: JobSpec) -> None:
         click.echo(f"mgft: warning: {text}", err=True)
 
 
-def _user_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Bad input is one line on stderr and exit code 2, never a traceback."""
-
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (SpecError, SubmitError) as err:
-            click.echo(f"mgft: error: {err}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="mgft")
 def main() -> None:
@@ -138,7 +123,7 @@ def main() -> None:
 
 @main.command()
 @job_options
-@_user_errors
+@one_line_errors
 def render(**options: Any) -> None:
     """Print what `mgft submit` would submit, with no side effects."""
     from mgft.render import render as render_spec
@@ -164,7 +149,7 @@ def _local_gpus(spec: JobSpec) -> tuple[str, ...] | None:
 @job_options
 @click.option("--replace", is_flag=True,
               help="k8s: delete a job of the same name first (a claim with outputs is kept).")
-@_user_errors
+@one_line_errors
 def submit(replace: bool, **options: Any) -> None:
     """Submit the job (local: run torchrun here and return the trainer's exit code)."""
     from mgft import backends
@@ -181,7 +166,7 @@ def submit(replace: bool, **options: Any) -> None:
 
 @main.command()
 @plan_options(_field_help)
-@_user_errors
+@one_line_errors
 def plan(**options: Any) -> None:
     """Estimate per-GPU memory under each strategy; recommend one and the largest micro-batch."""
     from mgft.plan.report import run_plan
@@ -191,7 +176,7 @@ def plan(**options: Any) -> None:
 
 @main.command()
 @generate_options(_field_help, _CHOICES)
-@_user_errors
+@one_line_errors
 def generate(**options: Any) -> None:
     """Generate completions for a JSONL of prompts on every GPU (local, Slurm or k8s);
     rerun with the same --output to resume."""
@@ -220,7 +205,7 @@ def schema() -> None:
               help="Show which N GPUs `mgft submit --gpus N` would pick now.")
 @click.option("--gpu-ids", default=None, metavar="IDS", help="Check these GPUs (as --gpu-ids).")
 @click.option("--exclusive", is_flag=True, help="Refuse busy GPUs (as --exclusive).")
-@_user_errors
+@one_line_errors
 def gpus(count: int | None, gpu_ids: str | None, exclusive: bool) -> None:
     """This machine's GPUs (NVML), how busy each is, and what mgft would choose."""
     from mgft.tables import show_gpus
@@ -236,7 +221,7 @@ def nccl() -> None:
 @nccl.command()
 @job_options
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-@_user_errors
+@one_line_errors
 def explain(as_json: bool, **options: Any) -> None:
     """Print every variable the job gets and why; what `auto` resolves at start."""
     from mgft.tables import show_explain
@@ -267,7 +252,7 @@ def explain(as_json: bool, **options: Any) -> None:
 @click.option("--warmup", type=click.IntRange(0, 1000), default=5, show_default=True)
 @click.option("--json", "json_path", type=click.Path(path_type=Path), default=None,
               help="Also write the results as JSON here.")
-@_user_errors
+@one_line_errors
 def doctor(**options: Any) -> None:
     """Check this machine (or, run inside a job, this node) for what breaks multi-GPU jobs."""
     from mgft.doctor.command import doctor_main

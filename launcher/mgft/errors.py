@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
+import sys
+from collections.abc import Callable
+from typing import Any
 
 _PLAIN = re.compile(r"[\w./:@+,-]+")
 
@@ -24,3 +28,17 @@ class SpecError(ValueError):
 
 class SubmitError(RuntimeError):
     """A backend could not submit or run a job for a reason the user can fix."""
+
+
+def one_line_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """For CLI commands: bad input is one line on stderr and exit code 2, never a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except (SpecError, SubmitError) as err:
+            print(f"mgft: error: {err}", file=sys.stderr)
+            sys.exit(2)
+
+    return wrapper

@@ -6,14 +6,13 @@ and returning an exit code; a backend without them says so.
 
 from __future__ import annotations
 
-import functools
 import sys
 from collections.abc import Callable
 from typing import Any
 
 import click
 
-from mgft.errors import SpecError, SubmitError
+from mgft.errors import one_line_errors
 from mgft.jobs import JobQuery
 from mgft.spec import Backend, K8sApi
 
@@ -31,18 +30,6 @@ def _run(operation: str, backend: str | None, query: JobQuery) -> None:
     module = manage.manager(chosen, operation.removesuffix("_jobs"))
     func: Callable[[JobQuery], int] = getattr(module, operation)
     sys.exit(func(query))
-
-
-def _errors_are_one_line(func: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except (SpecError, SubmitError) as err:
-            click.echo(f"mgft: error: {err}", err=True)
-            sys.exit(2)
-
-    return wrapper
 
 
 def _where(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -69,7 +56,7 @@ _JSON = click.option("--json", "as_json", is_flag=True, help="Print JSON instead
 @click.argument("name")
 @_where
 @_JSON
-@_errors_are_one_line
+@one_line_errors
 def status(name: str, backend: str | None, namespace: str, k8s_api: str | None,
            as_json: bool) -> None:
     """Where a job is: state, exit code and a failure's last lines (k8s: its pods)."""
@@ -83,7 +70,7 @@ def status(name: str, backend: str | None, namespace: str, k8s_api: str | None,
 @click.option("--rank", type=click.IntRange(min=0), default=None, metavar="N",
               help="Slurm: only this global rank's lines. k8s: the pod of this node rank "
               "(default: the master, 0).")
-@_errors_are_one_line
+@one_line_errors
 def logs(name: str, backend: str | None, namespace: str, k8s_api: str | None, follow: bool,
          rank: int | None) -> None:
     """Print a job's output."""
@@ -93,7 +80,7 @@ def logs(name: str, backend: str | None, namespace: str, k8s_api: str | None, fo
 @click.command()
 @click.argument("name")
 @_where
-@_errors_are_one_line
+@one_line_errors
 def cancel(name: str, backend: str | None, namespace: str, k8s_api: str | None) -> None:
     """Stop a job and wait until it has (k8s: delete its pods; outputs on a claim are kept)."""
     _run("cancel", backend, _query(name, namespace, k8s_api))
@@ -102,7 +89,7 @@ def cancel(name: str, backend: str | None, namespace: str, k8s_api: str | None) 
 @click.command(name="list")
 @_where
 @_JSON
-@_errors_are_one_line
+@one_line_errors
 def list_(backend: str | None, namespace: str, k8s_api: str | None, as_json: bool) -> None:
     """The jobs submitted with mgft (Slurm: from here; k8s: in the namespace)."""
     _run("list_jobs", backend, _query(None, namespace, k8s_api, as_json=as_json))
