@@ -108,6 +108,9 @@ def write(engine: Any, state: TrainState, output: str | Path, ctx: Any, keep: in
         shutil.rmtree(partial, ignore_errors=True)  # left by a kill mid-write: never complete
         partial.mkdir(parents=True)
     distributed.barrier(ctx)
+    # On a node that does not share rank 0's filesystem (a pod without a shared claim) the
+    # directory is not there yet; its files then stay local and only rank 0's node can resume.
+    partial.mkdir(parents=True, exist_ok=True)
     engine.save_state(partial)
     save_rng(partial, ctx.rank)
     distributed.barrier(ctx)  # every rank's files are in place before the rename
