@@ -62,9 +62,11 @@ def test_flash_attention_and_unknown_kernels_get_one_flat_row():
 def test_the_trainers_lora_model_keeps_per_row_packing(tiny):
     """main asks flat_rows of the peft-wrapped model: its config must show through."""
     from mgft.spec import TrainSpec
+    from mgft_train.distributed import Dist
     from mgft_train.model import load_model
 
-    net = load_model(TrainSpec(model=str(tiny.model_dir), dataset="d"), torch.device("cpu"))
+    ctx = Dist(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="none")
+    net = load_model(TrainSpec(model=str(tiny.model_dir), dataset="d"), ctx)
     assert type(net).__name__ == "PeftModelForCausalLM"
     assert net.config._attn_implementation == "sdpa"
     assert not flat_rows(net)
