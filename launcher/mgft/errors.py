@@ -26,6 +26,13 @@ class SpecError(ValueError):
         super().__init__(f"{field} {show(value)}: {problem}; {fix}")
 
 
+def fail(path: str, value: object, problem: str, fix: str) -> None:
+    """Raise a SpecError for the spec field at `path`, named as the user wrote it."""
+    from mgft.flags import display_name
+
+    raise SpecError(display_name(path), value, problem, fix)
+
+
 class SubmitError(RuntimeError):
     """A backend could not submit or run a job for a reason the user can fix."""
 

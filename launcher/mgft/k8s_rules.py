@@ -11,17 +11,16 @@ import posixpath
 import re
 
 from mgft.envcontract import RESERVED
-from mgft.errors import SpecError
+from mgft.errors import fail
 from mgft.flags import display_name
+from mgft.names import ENV_NAME, QUANTITY
 from mgft.spec import JobSpec, K8sApi
 
 _LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _DNS1123_LABEL = re.compile(rf"^{_LABEL}$")
 _DNS1123_SUBDOMAIN = re.compile(rf"^{_LABEL}(\.{_LABEL})*$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 _SECRET_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # Where a claim must not go: the image's system directories and mgft's own mounts.
 _NO_MOUNT = ("/", "/dev", "/dev/shm", "/proc", "/sys", "/etc", "/etc/mgft", "/usr", "/bin")
 # The env names the two named secrets set, and their default keys.
@@ -31,9 +30,6 @@ SECRET_ENV = {"hf_token_secret": ("HF_TOKEN", "token"),
 _PYTORCHJOB_ONLY = ("backoff_limit", "priority_class", "scheduler_name", "volcano_queue",
                     "elastic_min_nodes", "elastic_max_nodes", "max_restarts")
 
-
-def _fail(path: str, value: object, problem: str, fix: str) -> None:
-    raise SpecError(display_name(path), value, problem, fix)
 
 
 def split_secret_ref(ref: str, default_key: str) -> tuple[str, str]:
@@ -47,19 +43,19 @@ def check(spec: JobSpec) -> None:
     for path in ("pvc", "storage_class", "priority_class", "scheduler_name"):
         value = getattr(k8s, path)
         if value is not None and (len(value) > 253 or not _DNS1123_SUBDOMAIN.match(value)):
-            _fail(f"k8s.{path}", value, "not a valid Kubernetes name",
+            fail(f"k8s.{path}", value, "not a valid Kubernetes name",
                   "use lowercase letters, digits, '-' and '.', e.g. 'my-name'")
     for path in ("kueue_queue", "volcano_queue"):
         value = getattr(k8s, path)
         if value is not None and (len(value) > 63 or not _DNS1123_LABEL.match(value)):
-            _fail(f"k8s.{path}", value, "not a valid queue name (a DNS-1123 label)",
+            fail(f"k8s.{path}", value, "not a valid queue name (a DNS-1123 label)",
                   "use lowercase letters, digits and '-', at most 63 characters")
     if k8s.kueue_queue and k8s.volcano_queue:
-        _fail("k8s.volcano_queue", k8s.volcano_queue, "--kueue-queue is set too",
+        fail("k8s.volcano_queue", k8s.volcano_queue, "--kueue-queue is set too",
               "pick one queueing system: Kueue or Volcano")
     for name in k8s.image_pull_secrets:
         if not _DNS1123_SUBDOMAIN.match(name):
-            _fail("k8s.image_pull_secrets", name, "not a valid secret name",
+            fail("k8s.image_pull_secrets", name, "not a valid secret name",
                   "use lowercase letters, digits, '-' and '.'")
     _check_storage(spec)
     _check_secrets(spec)
@@ -73,22 +69,22 @@ def _check_api_support(spec: JobSpec) -> None:
     for path in _PYTORCHJOB_ONLY:
         value = getattr(spec.k8s, path)
         if value is not None:
-            _fail(f"k8s.{path}", value, "a TrainJob cannot set this (Trainer v2 takes it from "
+            fail(f"k8s.{path}", value, "a TrainJob cannot set this (Trainer v2 takes it from "
                   "the ClusterTrainingRuntime)", "drop it, or use --k8s-api pytorchjob")
 
 
 def _check_storage(spec: JobSpec) -> None:
     k8s = spec.k8s
-    if k8s.pvc_size is not None and not _QUANTITY.match(k8s.pvc_size):
-        _fail("k8s.pvc_size", k8s.pvc_size, "not a Kubernetes quantity",
+    if k8s.pvc_size is not None and not QUANTITY.match(k8s.pvc_size):
+        fail("k8s.pvc_size", k8s.pvc_size, "not a Kubernetes quantity",
               "use a size such as 100Gi")
     if k8s.storage_class is not None and k8s.pvc_size is None:
-        _fail("k8s.storage_class", k8s.storage_class, "only applies to a claim mgft creates",
+        fail("k8s.storage_class", k8s.storage_class, "only applies to a claim mgft creates",
               "add --pvc-size, or drop --storage-class")
     path = k8s.mount_path
     if (not path.startswith("/") or posixpath.normpath(path) != path or ":" in path
             or "\n" in path or path in _NO_MOUNT or path.startswith("/etc/mgft/")):
-        _fail("k8s.mount_path", path, "not a usable mount point",
+        fail("k8s.mount_path", path, "not a usable mount point",
               "use a normalized absolute directory outside system paths, e.g. /workspace")
 
 
@@ -102,26 +98,26 @@ def _check_secrets(spec: JobSpec) -> None:
             _check_secret_ref(f"k8s.{path}", ref, default_key)
     for env_name, ref in k8s.secret_env.items():
         path = f"k8s.secret_env.{env_name}"
-        if not _ENV_NAME.match(env_name) or env_name in RESERVED:
-            _fail(path, env_name, "not an environment variable a secret may set",
+        if not ENV_NAME.match(env_name) or env_name in RESERVED:
+            fail(path, env_name, "not an environment variable a secret may set",
                   "use letters, digits and '_', not a name mgft or torchrun sets")
         if ":" not in ref:
-            _fail(path, ref, "needs the key inside the secret", "write SECRET:KEY")
+            fail(path, ref, "needs the key inside the secret", "write SECRET:KEY")
         _check_secret_ref(path, ref, "")
         if env_name in wanted:
-            _fail(path, env_name, f"also set by {display_name(wanted[env_name][0])}",
+            fail(path, env_name, f"also set by {display_name(wanted[env_name][0])}",
                   "set it once")
         wanted[env_name] = (path, ref)
     for env_name, (path, _) in wanted.items():
         if env_name in spec.env:
-            _fail(f"env.{env_name}", env_name, f"also comes from a secret ({display_name(path)})",
+            fail(f"env.{env_name}", env_name, f"also comes from a secret ({display_name(path)})",
                   "keep secrets out of --env; set it once")
 
 
 def _check_secret_ref(path: str, ref: str, default_key: str) -> None:
     name, key = split_secret_ref(ref, default_key)
     if not _DNS1123_SUBDOMAIN.match(name) or not _SECRET_KEY.match(key):
-        _fail(path, ref, "not a secret reference",
+        fail(path, ref, "not a secret reference",
               "write SECRET or SECRET:KEY, e.g. hf-token:token")
 
 
@@ -130,15 +126,15 @@ def _check_scheduling(spec: JobSpec) -> None:
         prefix, _, name = key.rpartition("/")
         if (len(name) > 63 or not _LABEL_NAME.match(name)
                 or (prefix and not _DNS1123_SUBDOMAIN.match(prefix))):
-            _fail("k8s.node_selector", key, "not a label key", "write key=value, e.g. gpu=a100")
+            fail("k8s.node_selector", key, "not a label key", "write key=value, e.g. gpu=a100")
         if len(value) > 63 or (value and not _LABEL_NAME.match(value)):
-            _fail("k8s.node_selector", value, "not a label value",
+            fail("k8s.node_selector", value, "not a label value",
                   "use letters, digits, '-', '_' and '.', at most 63 characters")
     for tol in spec.k8s.tolerations:
         if tol.operator == "Exists" and tol.value is not None:
-            _fail("k8s.tolerations", tol.value, "operator Exists takes no value", "drop value")
+            fail("k8s.tolerations", tol.value, "operator Exists takes no value", "drop value")
         if tol.key is None and tol.operator != "Exists":
-            _fail("k8s.tolerations", tol.key, "a toleration without a key must use Exists",
+            fail("k8s.tolerations", tol.key, "a toleration without a key must use Exists",
                   "add a key, or set operator: Exists")
 
 
@@ -153,13 +149,13 @@ def _check_elastic(spec: JobSpec) -> None:
     k8s, nodes = spec.k8s, spec.resources.nodes
     if not k8s.elastic:
         if k8s.max_restarts is not None:
-            _fail("k8s.max_restarts", k8s.max_restarts, "only applies to an elastic job",
+            fail("k8s.max_restarts", k8s.max_restarts, "only applies to an elastic job",
                   "add --elastic-min-nodes/--elastic-max-nodes, or drop --elastic-max-restarts")
         return
     low, high = elastic_range(spec)
     if low > high:
-        _fail("k8s.elastic_min_nodes", low, f"above --elastic-max-nodes {high}",
+        fail("k8s.elastic_min_nodes", low, f"above --elastic-max-nodes {high}",
               f"use at most {high}")
     if not low <= nodes <= high:
-        _fail("resources.nodes", nodes, f"outside the elastic range {low}:{high}",
+        fail("resources.nodes", nodes, f"outside the elastic range {low}:{high}",
               f"use --nodes between {low} and {high}")

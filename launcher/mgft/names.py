@@ -1,4 +1,4 @@
-"""Deterministic, DNS-1035-safe job names."""
+"""Deterministic, DNS-1035-safe job names, and the name patterns the spec rules share."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ import json
 import re
 
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# A Kubernetes resource quantity such as 16Gi or 512Mi.
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 # Pods and Services are named "<job>-worker-<i>" (PyTorchJob) or "<job>-node-0-<i>" (TrainJob)
 # and those must fit a 63-character DNS label, so the job name keeps room for the suffix.
 MAX_NAME_LEN = 48

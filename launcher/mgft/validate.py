@@ -8,15 +8,12 @@ from __future__ import annotations
 import re
 
 from mgft.envcontract import RESERVED
-from mgft.errors import SpecError
-from mgft.flags import display_name
+from mgft.errors import fail
 from mgft.generate.rules import check_generate
-from mgft.names import DNS1035, MAX_NAME_LEN
+from mgft.names import DNS1035, ENV_NAME, MAX_NAME_LEN, QUANTITY
 from mgft.slurm import rules as slurm_rules
 from mgft.spec import Backend, JobSpec, SlurmContainer, Strategy, Tuning
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _DNS1123 = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
@@ -30,9 +27,6 @@ _GPU_ONLY = {
     "everything is there already",
 }
 
-
-def _fail(path: str, value: object, problem: str, fix: str) -> None:
-    raise SpecError(display_name(path), value, problem, fix)
 
 
 def check(spec: JobSpec) -> None:
@@ -61,14 +55,14 @@ def _check_strings(spec: JobSpec) -> None:
     texts |= {f"env.{k}": v for k, v in spec.env.items()}
     for path, value in texts.items():
         if "\x00" in value:
-            _fail(path, value, "contains a NUL byte, which no path or argument can hold",
+            fail(path, value, "contains a NUL byte, which no path or argument can hold",
                   "remove it")
 
 
 def _check_name(spec: JobSpec) -> None:
     name = spec.job_name
     if len(name) > MAX_NAME_LEN or not DNS1035.match(name):
-        _fail("name", name, f"not a DNS-1035 label of at most {MAX_NAME_LEN} characters",
+        fail("name", name, f"not a DNS-1035 label of at most {MAX_NAME_LEN} characters",
               "use lowercase letters, digits and '-', starting with a letter and ending "
               "with a letter or digit, e.g. 'llama-lora-1'")
 
@@ -77,18 +71,18 @@ def _check_processes(spec: JobSpec) -> None:
     gpus, nproc = spec.resources.gpus, spec.nproc_per_node
     strategy = spec.train.strategy
     if gpus == 0 and strategy in _GPU_ONLY:
-        _fail("train.strategy", strategy.value, f"needs GPUs ({_GPU_ONLY[strategy]})",
+        fail("train.strategy", strategy.value, f"needs GPUs ({_GPU_ONLY[strategy]})",
               "set --gpus 2 or more, or pick --strategy ddp, fsdp, zero2 or zero3 for CPU")
     if strategy is Strategy.MP:
         if gpus < 2:
-            _fail("resources.gpus", gpus, "--strategy mp splits the model across GPUs",
+            fail("resources.gpus", gpus, "--strategy mp splits the model across GPUs",
                   "set --gpus 2 or more")
         if nproc != 1:
-            _fail("resources.nproc_per_node", nproc,
+            fail("resources.nproc_per_node", nproc,
                   "--strategy mp runs one process per node that sees all its GPUs",
                   "drop --nproc-per-node or set it to 1")
     elif gpus > 0 and nproc != gpus:
-        _fail("resources.nproc_per_node", nproc,
+        fail("resources.nproc_per_node", nproc,
               f"--strategy {strategy.value} runs one process per GPU and --gpus is {gpus}",
               f"drop --nproc-per-node or set it to {gpus}")
 
@@ -100,28 +94,28 @@ def _check_tuning(spec: JobSpec) -> None:
     """
     train = spec.train
     if train.tuning is Tuning.QLORA and train.strategy is Strategy.ZERO3_OFFLOAD:
-        _fail("train.tuning", train.tuning.value,
+        fail("train.tuning", train.tuning.value,
               "DeepSpeed's parameter offload moves 16/32-bit tensors, and the 4-bit base "
               "weights of qlora are packed bytes with their own quantization state",
               "use --strategy zero3 with qlora (the 4-bit base is already 4x smaller), "
               "or --tuning lora with zero3-offload")
     if train.save_merged and train.tuning is Tuning.FULL:
-        _fail("train.save_merged", train.save_merged,
+        fail("train.save_merged", train.save_merged,
               "--tuning full trains every weight and saves the whole model; there is no "
               "adapter to merge", "drop --save-merged")
     if train.tuning is Tuning.QLORA and train.random_init:
-        _fail("train.random_init", train.random_init,
+        fail("train.random_init", train.random_init,
               "qlora quantizes weights to 4 bits while loading them, and --random-init loads "
               "none", "save a random model first (python -m mgft_train.tiny --preset NAME "
               "--weights) and pass it as --model, or use --tuning lora")
     if train.tuning is not Tuning.FULL and not _LORA_TARGETS.match(train.lora_targets):
-        _fail("train.lora_targets", train.lora_targets, "not all-linear or a list of module names",
+        fail("train.lora_targets", train.lora_targets, "not all-linear or a list of module names",
               "use all-linear, or names separated by commas, e.g. q_proj,k_proj,v_proj,o_proj")
 
 
 def _check_restarts(spec: JobSpec) -> None:
     if spec.max_restarts and spec.backend is not Backend.LOCAL:
-        _fail("max_restarts", spec.max_restarts,
+        fail("max_restarts", spec.max_restarts,
               f"--backend {spec.backend.value} does not restart workers in this version",
               "drop --max-restarts (a rerun with the same --output resumes from the latest "
               "checkpoint)")
@@ -129,34 +123,34 @@ def _check_restarts(spec: JobSpec) -> None:
 
 def _check_env(spec: JobSpec) -> None:
     for key in spec.env:
-        if not _ENV_NAME.match(key):
-            _fail(f"env.{key}", key, "not a valid environment variable name",
+        if not ENV_NAME.match(key):
+            fail(f"env.{key}", key, "not a valid environment variable name",
                   "use letters, digits and '_', not starting with a digit")
         if key in RESERVED:
-            _fail(f"env.{key}", key, "set by mgft or torchrun for every process",
+            fail(f"env.{key}", key, "set by mgft or torchrun for every process",
                   "remove it; use the matching mgft option instead")
 
 
 def _check_local(spec: JobSpec) -> None:
     if spec.resources.nodes != 1:
-        _fail("resources.nodes", spec.resources.nodes, "--backend local runs on this machine only",
+        fail("resources.nodes", spec.resources.nodes, "--backend local runs on this machine only",
               "use --nodes 1, or --backend slurm or k8s for several nodes")
 
 
 def _check_k8s(spec: JobSpec) -> None:
     if spec.image is None:
-        _fail("image", None, "--backend k8s needs the container image that holds the trainer",
+        fail("image", None, "--backend k8s needs the container image that holds the trainer",
               "pass --image, e.g. --image ghcr.io/acme/mgft:cuda")
     _check_image(spec)
     ns = spec.k8s.namespace
     if len(ns) > 63 or "." in ns or not _DNS1123.match(ns):
-        _fail("k8s.namespace", ns, "not a valid namespace (a DNS-1123 label)",
+        fail("k8s.namespace", ns, "not a valid namespace (a DNS-1123 label)",
               "use lowercase letters, digits and '-', at most 63 characters")
-    if not _QUANTITY.match(spec.k8s.shm_size):
-        _fail("k8s.shm_size", spec.k8s.shm_size, "not a Kubernetes quantity",
+    if not QUANTITY.match(spec.k8s.shm_size):
+        fail("k8s.shm_size", spec.k8s.shm_size, "not a Kubernetes quantity",
               "use a size such as 16Gi or 512Mi")
     if not _DNS1123.match(spec.k8s.runtime):
-        _fail("k8s.runtime", spec.k8s.runtime, "not a valid runtime name",
+        fail("k8s.runtime", spec.k8s.runtime, "not a valid runtime name",
               "use the name of a ClusterTrainingRuntime, e.g. torch-distributed")
     from mgft import k8s_rules
 
@@ -168,17 +162,17 @@ def _check_slurm(spec: JobSpec) -> None:
         _check_image(spec)
     part = spec.slurm.partition
     if part is not None and not _SLURM_NAME.match(part):
-        _fail("slurm.partition", part, "not a Slurm partition name",
+        fail("slurm.partition", part, "not a Slurm partition name",
               "use letters, digits, '_', '.' and '-' (see `sinfo -s`)")
     if not _SLURM_TIME.match(spec.slurm.time):
-        _fail("slurm.time", spec.slurm.time, "not a Slurm time limit",
+        fail("slurm.time", spec.slurm.time, "not a Slurm time limit",
               "use minutes, HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
     slurm_rules.check(spec)
 
 
 def _check_image(spec: JobSpec) -> None:
     if spec.image is not None and not _IMAGE.match(spec.image):
-        _fail("image", spec.image, "not a container image reference",
+        fail("image", spec.image, "not a container image reference",
               "use registry/name:tag, e.g. ghcr.io/acme/mgft:cuda")
 
 
@@ -187,12 +181,12 @@ def _check_dist(spec: JobSpec) -> None:
     from mgft.spec import Fabric
 
     for key in spec.dist.nccl:
-        if not _ENV_NAME.match(key):
-            _fail(f"dist.nccl.{key}", key, "not a valid environment variable name",
+        if not ENV_NAME.match(key):
+            fail(f"dist.nccl.{key}", key, "not a valid environment variable name",
                   "use letters, digits and '_', e.g. --nccl NCCL_SOCKET_IFNAME=eth0")
     check_keys(spec.dist.nccl)
     if spec.on_cpu and spec.dist.fabric is not Fabric.AUTO:
-        _fail("dist.fabric", spec.dist.fabric.value, "a preset for NCCL, and --gpus 0 runs on "
+        fail("dist.fabric", spec.dist.fabric.value, "a preset for NCCL, and --gpus 0 runs on "
               "CPU with gloo", "drop --fabric, or set --gpus")
 
 
@@ -202,13 +196,13 @@ def _check_gpu_choice(spec: JobSpec) -> None:
     if res.gpu_ids is not None:
         shown = ",".join(res.gpu_ids)
         if not local:
-            _fail("resources.gpu_ids", shown, f"--backend {spec.backend.value} lets the "
+            fail("resources.gpu_ids", shown, f"--backend {spec.backend.value} lets the "
                   "scheduler place the job on GPUs", "drop --gpu-ids; use --gpus for the count")
         if not res.gpu_ids:
-            _fail("resources.gpu_ids", shown, "names no GPU", "list GPUs, e.g. --gpu-ids 0,2")
+            fail("resources.gpu_ids", shown, "names no GPU", "list GPUs, e.g. --gpu-ids 0,2")
         if res.gpus != len(res.gpu_ids):
-            _fail("resources.gpu_ids", shown, f"names {len(res.gpu_ids)} GPUs and --gpus is "
+            fail("resources.gpu_ids", shown, f"names {len(res.gpu_ids)} GPUs and --gpus is "
                   f"{res.gpus}", f"drop --gpus, or set it to {len(res.gpu_ids)}")
     if res.exclusive and not local:
-        _fail("resources.exclusive", True, f"--backend {spec.backend.value} lets the scheduler "
+        fail("resources.exclusive", True, f"--backend {spec.backend.value} lets the scheduler "
               "decide who shares a GPU", "drop --exclusive (ask the scheduler for whole GPUs)")

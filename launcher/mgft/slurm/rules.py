@@ -10,8 +10,7 @@ from __future__ import annotations
 import math
 import re
 
-from mgft.errors import SpecError
-from mgft.flags import display_name
+from mgft.errors import fail
 from mgft.spec import JobSpec, SlurmContainer
 
 _TIME = re.compile(r"^(?:(\d+)-)?(\d+)(?::(\d+))?(?::(\d+))?$")
@@ -36,32 +35,29 @@ OWNED = {
 }
 
 
-def _fail(path: str, value: object, problem: str, fix: str) -> None:
-    raise SpecError(display_name(path), value, problem, fix)
-
 
 def check(spec: JobSpec) -> None:
     s = spec.slurm
     for key in ("account", "qos", "reservation"):
         value = getattr(s, key)
         if value is not None and not _NAME.match(value):
-            _fail(f"slurm.{key}", value, f"not a Slurm {key} name",
+            fail(f"slurm.{key}", value, f"not a Slurm {key} name",
                   "use letters, digits, '_', '.' and '-'")
     if s.mem is not None and not _MEM.match(s.mem):
-        _fail("slurm.mem", s.mem, "not a Slurm memory size",
+        fail("slurm.mem", s.mem, "not a Slurm memory size",
               "use a number with an optional K, M, G or T suffix, e.g. 64G (0: all of it)")
     if s.constraint is not None and not _CONSTRAINT.match(s.constraint):
-        _fail("slurm.constraint", s.constraint, "not a Slurm constraint expression",
+        fail("slurm.constraint", s.constraint, "not a Slurm constraint expression",
               "join feature names with & or |, e.g. a100&ib")
     if _TIME.match(s.time) and time_minutes(s.time) * 60 <= s.signal_before_s:
-        _fail("slurm.signal_before_s", s.signal_before_s,
+        fail("slurm.signal_before_s", s.signal_before_s,
               f"USR2 would come before the job starts: the time limit is {s.time}",
               "lower slurm.signal_before_s or raise --time")
     for item in s.sbatch_extra:
         _check_extra(item)
     _check_container(spec)
     if "CUDA_VISIBLE_DEVICES" in spec.env:
-        _fail("env.CUDA_VISIBLE_DEVICES", spec.env["CUDA_VISIBLE_DEVICES"],
+        fail("env.CUDA_VISIBLE_DEVICES", spec.env["CUDA_VISIBLE_DEVICES"],
               "Slurm sets it from the GPUs it allocates to each node",
               "remove it; ask for GPUs with --gpus (sbatch --gpus-per-node)")
 
@@ -88,14 +84,14 @@ def time_minutes(limit: str) -> int:
 def _check_extra(item: str) -> None:
     match = _EXTRA.match(item)
     if not match:
-        _fail("slurm.sbatch_extra", item, "not one sbatch long option",
+        fail("slurm.sbatch_extra", item, "not one sbatch long option",
               "write one option per item as --name or --name=value, without spaces, quotes "
               "or '#SBATCH', e.g. --mail-type=END")
         return
     key = match.group(1)
     if key in OWNED:
         use = OWNED[key]
-        _fail("slurm.sbatch_extra", item, "mgft sets this option itself",
+        fail("slurm.sbatch_extra", item, "mgft sets this option itself",
               f"use {use} instead" if use else "remove it")
 
 
@@ -103,26 +99,26 @@ def _check_container(spec: JobSpec) -> None:
     s = spec.slurm
     if s.container is SlurmContainer.NONE:
         if spec.image is not None:
-            _fail("image", spec.image, "--backend slurm runs on the nodes' own software unless "
+            fail("image", spec.image, "--backend slurm runs on the nodes' own software unless "
                   "told which container runtime to use", "add --container pyxis or apptainer, "
                   "or drop --image")
         if s.container_mounts:
-            _fail("slurm.container_mounts", s.container_mounts, "mounts need a container",
+            fail("slurm.container_mounts", s.container_mounts, "mounts need a container",
                   "add --container pyxis or apptainer with --image")
         return
     if spec.image is None:
-        _fail("slurm.container", s.container.value, "needs the image to run",
+        fail("slurm.container", s.container.value, "needs the image to run",
               "pass --image, e.g. --image ghcr.io/acme/mgft:cuda or /images/mgft.sif")
     if s.container is SlurmContainer.APPTAINER and not _APPTAINER_IMAGE.match(spec.image):
-        _fail("image", spec.image, "not an apptainer image",
+        fail("image", spec.image, "not an apptainer image",
               "use a .sif path or a URI, e.g. /images/mgft.sif or docker://ghcr.io/acme/mgft:cuda")
     for key in ("model", "dataset", "output"):
         path = getattr(spec.train, key)
         if not path.startswith("/"):
-            _fail(f"train.{key}", path, "a relative path may not resolve inside the container",
+            fail(f"train.{key}", path, "a relative path may not resolve inside the container",
                   "use an absolute path (mounted with slurm.container_mounts if need be)")
     for mount in s.container_mounts:
         if not _MOUNT.match(mount):
-            _fail("slurm.container_mounts", mount, "not a bind mount",
+            fail("slurm.container_mounts", mount, "not a bind mount",
                   "write SRC or SRC:DST or SRC:DST:ro with no spaces or commas, e.g. "
                   "/scratch:/scratch")
