@@ -23,6 +23,7 @@ from mgft.spec import (
     Fabric,
     JobSpec,
     K8sApi,
+    Kernels,
     Overlong,
     PodSecurity,
     SlurmContainer,
@@ -32,6 +33,7 @@ from mgft.spec import (
 
 _CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi,
             "--data-format": DataFormat, "--overlong": Overlong, "--fabric": Fabric,
+            "--kernels": Kernels,
             "--pod-security": PodSecurity, "--container": SlurmContainer}
 
 

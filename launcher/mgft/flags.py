@@ -34,6 +34,8 @@ FLAGS: dict[str, str] = {
     "--train-on-prompt": "train.train_on_prompt",
     "--packing": "train.packing",
     "--overlong": "train.overlong",
+    "--kernels": "train.kernels",
+    "--activation-checkpointing": "train.activation_checkpointing",
     "--lora-targets": "train.lora_targets",
     "--save-every": "train.save_every",
     "--keep-checkpoints": "train.keep_checkpoints",

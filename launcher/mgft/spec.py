@@ -54,6 +54,12 @@ class Overlong(StrEnum):
     DROP = "drop"
 
 
+class Kernels(StrEnum):
+    AUTO = "auto"
+    LIGER = "liger"
+    NONE = "none"
+
+
 class K8sApi(StrEnum):
     PYTORCHJOB = "pytorchjob"
     TRAINJOB = "trainjob"
@@ -168,6 +174,13 @@ class TrainSpec:
     overlong: Annotated[Overlong, Field(description=(
         "Samples longer than --seq-len: truncate (keep the start) or drop."))] = (
         Overlong.TRUNCATE)
+    kernels: Annotated[Kernels, Field(description=(
+        "Fused GPU kernels: liger (Liger's Triton RMSNorm, SwiGLU, RoPE and fused linear "
+        "cross-entropy, which never holds the full logits), none, or auto: liger on CUDA "
+        "when liger-kernel is installed."))] = Kernels.AUTO
+    activation_checkpointing: Annotated[bool, Field(description=(
+        "Recompute each transformer block's activations in the backward pass: about a third "
+        "more compute for a fraction of the activation memory."))] = False
 
     lora_targets: Annotated[str, Field(min_length=1, description=(
         "Modules that get LoRA adapters: all-linear (every linear projection except the output "

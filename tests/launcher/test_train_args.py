@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from mgft.spec import DataFormat, Overlong, Strategy, TrainSpec, Tuning
+from mgft.spec import DataFormat, Kernels, Overlong, Strategy, TrainSpec, Tuning
 from mgft.train_args import from_argv, to_argv
 
 
@@ -17,7 +17,8 @@ def test_every_field_is_written() -> None:
         "--model", "--dataset", "--output", "--strategy", "--tuning", "--max-steps", "--epochs",
         "--lr", "--micro-batch", "--grad-accum", "--seq-len", "--seed", "--lora-r",
         "--lora-alpha", "--lora-dropout", "--data-format", "--train-on-prompt", "--packing",
-        "--overlong", "--lora-targets", "--save-every", "--keep-checkpoints", "--save-merged",
+        "--overlong", "--kernels", "--activation-checkpointing", "--lora-targets",
+        "--save-every", "--keep-checkpoints", "--save-merged",
         "--random-init"]
 
 
@@ -30,7 +31,8 @@ def test_data_options_round_trip_including_booleans() -> None:
 
 
 def test_booleans_round_trip() -> None:
-    train = TrainSpec(model="m", dataset="d", save_merged=True, random_init=True)
+    train = TrainSpec(model="m", dataset="d", save_merged=True, random_init=True,
+                      kernels=Kernels.NONE, activation_checkpointing=True)
     assert "--save-merged=True" in to_argv(train)
     assert from_argv(to_argv(train)) == train
 

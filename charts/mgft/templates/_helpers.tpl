@@ -90,6 +90,8 @@ kueue.x-k8s.io/queue-name: {{ . | toJson }}
 {{- $args = append $args (printf "--train-on-prompt=%s" (ternary "True" "False" $t.train_on_prompt)) -}}
 {{- $args = append $args (printf "--packing=%s" (ternary "True" "False" $t.packing)) -}}
 {{- $args = append $args (printf "--overlong=%s" $t.overlong) -}}
+{{- $args = append $args (printf "--kernels=%s" $t.kernels) -}}
+{{- $args = append $args (printf "--activation-checkpointing=%s" (ternary "True" "False" $t.activation_checkpointing)) -}}
 {{- $args = append $args (printf "--lora-targets=%s" $t.lora_targets) -}}
 {{- $args = append $args (printf "--save-every=%d" (int $t.save_every)) -}}
 {{- $args = append $args (printf "--keep-checkpoints=%d" (int $t.keep_checkpoints)) -}}

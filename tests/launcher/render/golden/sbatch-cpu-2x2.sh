@@ -62,6 +62,8 @@ srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
   --train-on-prompt=False \
   --packing=True \
   --overlong=truncate \
+  --kernels=auto \
+  --activation-checkpointing=False \
   --lora-targets=all-linear \
   --save-every=100 \
   --keep-checkpoints=2 \
