@@ -41,6 +41,7 @@ class TrainResult:
     signals: list[str] = field(default_factory=list)
     step_s: list[float] = field(default_factory=list)  # this process's steps, each
     step_tokens: list[int] = field(default_factory=list)
+    first_step_at: float | None = None  # wall clock (unix s) when this process's first step ended
 
 
 def micro_batches(loader: DataLoader, skip: int = 0) -> Iterator[Batch]:
@@ -79,6 +80,7 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
     run_tokens, run_elapsed, checkpoint_s, stopped = 0, 0.0, 0.0, False
     step_times: list[float] = []
     step_counts: list[int] = []
+    first_step_at: float | None = None
     engine.train()
     with reporter(total, enabled=ctx.is_main, start=start) as report, \
             curves.tensorboard(spec.output, enabled=ctx.is_main, start=start) as board:
@@ -89,6 +91,7 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
             loss, step_tokens, stop = train_step(engine, batches, ctx, signals.requested())
             engine.step()
             step_s = time.perf_counter() - step_start
+            first_step_at = first_step_at or time.time()
             losses.append(loss)
             run_tokens += step_tokens
             run_elapsed += step_s
@@ -110,7 +113,8 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
                        elapsed_s=elapsed_before + run_elapsed, run_tokens=run_tokens,
                        run_elapsed_s=run_elapsed, checkpoint_s=checkpoint_s,
                        resumed_from=start if resume else None, preempted=stopped,
-                       signals=signals.received(), step_s=step_times, step_tokens=step_counts)
+                       signals=signals.received(), step_s=step_times, step_tokens=step_counts,
+                       first_step_at=first_step_at)
 
 
 def train_step(engine: Any, batches: list[Batch], ctx: Dist,

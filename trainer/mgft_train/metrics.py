@@ -62,6 +62,7 @@ def collect(spec: TrainSpec, ctx: Dist, model: torch.nn.Module, result: TrainRes
         "peak_memory_bytes": max((p["bytes"] for p in peaks), default=0),
         "peak_memory_per_device": peaks,
         "elapsed_s": result.elapsed_s,
+        "first_step_at": result.first_step_at,
         "checkpoint_s": result.checkpoint_s,
         "resumed_from_step": result.resumed_from,
         "restart_count": restart_count,
