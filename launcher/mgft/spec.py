@@ -175,9 +175,10 @@ class TrainSpec:
         "Samples longer than --seq-len: truncate (keep the start) or drop."))] = (
         Overlong.TRUNCATE)
     kernels: Annotated[Kernels, Field(description=(
-        "Fused GPU kernels: liger (Liger's Triton RMSNorm, SwiGLU, RoPE and fused linear "
+        "Faster GPU kernels: liger (Liger's Triton RMSNorm, SwiGLU, RoPE and fused linear "
         "cross-entropy, which never holds the full logits), none, or auto: liger on CUDA "
-        "when liger-kernel is installed."))] = Kernels.AUTO
+        "when liger-kernel is installed. Except with none, packed batches on GPUs use "
+        "varlen flash attention, one sample at a time."))] = Kernels.AUTO
     activation_checkpointing: Annotated[bool, Field(description=(
         "Recompute each transformer block's activations in the backward pass: about a third "
         "more compute for a fraction of the activation memory."))] = False

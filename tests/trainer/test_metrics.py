@@ -13,10 +13,12 @@ REQUIRED = {"world_size", "backend", "strategy", "strategy_evidence", "model_wra
             "tuning", "quantization", "steps", "first_loss", "last_loss", "losses", "eval_loss",
             "tokens", "tokens_per_s", "tokens_per_s_per_gpu_or_proc",
             "tokens_per_s_after_warmup", "tokens_per_s_median_step", "peak_memory_bytes",
+            "kernels", "attention", "activation_checkpointing", "first_step_at",
             "peak_memory_per_device", "elapsed_s", "resumed_from_step", "restart_count",
             "trainable_params", "total_params", "saved", "spec", "versions"}
 CTX = Dist(rank=0, local_rank=0, world_size=2, device=torch.device("cpu"), backend="gloo")
-LOADED = {"trainable_params": 6, "total_params": 10, "quantization": None}
+LOADED = {"trainable_params": 6, "total_params": 10, "quantization": None,
+          "kernels": ["liger:rms_norm"], "attention": "sdpa", "activation_checkpointing": False}
 PEAKS = [{"rank": 0, "device": "cpu", "bytes": 2 * 1024**3},
          {"rank": 1, "device": "cpu", "bytes": 1024**3}]
 
@@ -38,6 +40,7 @@ def test_metrics_report_what_ran_and_rates(tmp_path):
     assert loaded.keys() >= REQUIRED
     assert loaded["strategy"] == "single"  # a bare module is no DDP, whatever the spec asked
     assert loaded["model_wrapper"] == "Linear"
+    assert loaded["kernels"] == ["liger:rms_norm"] and loaded["attention"] == "sdpa"
     assert (loaded["first_loss"], loaded["last_loss"], loaded["eval_loss"]) == (3.0, 1.5, 1.25)
     assert loaded["tokens_per_s"] == 250.0
     assert loaded["tokens_per_s_per_gpu_or_proc"] == 125.0

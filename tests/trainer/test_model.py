@@ -76,3 +76,29 @@ def test_describe_reads_sizes_and_no_quantization(tiny):
     described = model.describe(net)
     assert described["quantization"] is None
     assert 0 < described["trainable_params"] < described["total_params"]
+
+
+@pytest.mark.parametrize("tuning", [Tuning.LORA, Tuning.FULL])
+def test_activation_checkpointing_recomputes_and_gives_the_same_gradients(tiny, tokenizer,
+                                                                          tuning):
+    from mgft_train.data import collate, encode, load_rows
+    from mgft_train.loop import loss_sum
+
+    batch = collate(encode(load_rows(tiny.data)[:4], tokenizer, seq_len=64), pad_id=0)
+    grads, recomputed = [], []
+    for on in (False, True):
+        net = model.load_model(spec(tiny.model_dir, tuning=tuning, lora_dropout=0.0,
+                                    activation_checkpointing=on), CPU)
+        assert model.describe(net)["activation_checkpointing"] is on
+        net.train()
+        calls = []
+        # A pre-hook: the recompute stops early, once it has what the backward pass needs.
+        norm = next(m for n, m in net.named_modules() if n.endswith("layers.0.input_layernorm"))
+        norm.register_forward_pre_hook(lambda *_, seen=calls: seen.append(1))
+        loss_sum(net, batch).backward()
+        recomputed.append(len(calls))
+        grads.append({n: p.grad.clone() for n, p in net.named_parameters() if p.requires_grad})
+    assert recomputed == [1, 2]  # the layer ran again in the backward pass
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)

@@ -14,13 +14,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from mgft.spec import TrainSpec
 from torch.utils.data import DataLoader
 
 from mgft_train import checkpoint, curves, distributed, signals
 from mgft_train.checkpoint import TrainState
-from mgft_train.data import IGNORE, label_tokens, model_inputs, real_tokens
+from mgft_train.data import label_tokens, model_inputs, real_tokens
 from mgft_train.distributed import Dist
 from mgft_train.progress import reporter
 
@@ -63,11 +62,13 @@ def micro_batches(loader: DataLoader, skip: int = 0) -> Iterator[Batch]:
 
 
 def loss_sum(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """Summed (not mean) next-token loss, so the caller can divide by the whole step's count."""
-    logits = model(**model_inputs(batch)).logits
-    labels = batch["labels"][:, 1:].to(logits.device)  # mp: the head sits on the last GPU
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels.flatten(),
-                           ignore_index=IGNORE, reduction="sum")
+    """Summed (not mean) next-token loss, so the caller can divide by the whole step's count.
+
+    The model computes it from the labels, so that Liger's fused loss (kernels.py) can skip
+    the logits. transformers and Liger both divide a summed loss by num_items_in_batch; 1
+    keeps the sum. Labels are shifted inside: position t is scored against labels[t + 1].
+    """
+    return model(**model_inputs(batch), labels=batch["labels"], num_items_in_batch=1).loss
 
 
 def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total: int,

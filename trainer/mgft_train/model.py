@@ -7,8 +7,9 @@ import warnings
 from typing import Any
 
 import torch
-from mgft.spec import Strategy, TrainSpec, Tuning
+from mgft.spec import Kernels, Strategy, TrainSpec, Tuning
 
+from mgft_train import kernels
 from mgft_train.distributed import Dist
 from mgft_train.errors import UsageError
 
@@ -60,18 +61,41 @@ def load_model(spec: TrainSpec, ctx: Dist) -> torch.nn.Module:
     torch.manual_seed(spec.seed)
     config = AutoConfig.from_pretrained(spec.model, local_files_only=True)
     where = placement(spec, ctx, config)
-    model = build_random(spec, ctx, config, where) if spec.random_init else \
-        load_pretrained(spec, ctx, where)
+    kernels.apply_liger(spec, ctx.device, config.model_type)  # patches classes: before building
+    attention = attention_for(spec, ctx.device)
+    model = build_random(spec, ctx, config, where, attention) if spec.random_init else \
+        load_pretrained(spec, ctx, where, attention)
     model.config.use_cache = False  # a KV cache is only for generation
+    if spec.activation_checkpointing:
+        # Non-reentrant: works with frozen inputs (LoRA), FSDP2 and ZeRO-3's gathering hooks.
+        enable_checkpointing(model)
     if spec.tuning is Tuning.FULL:
         return model
     return add_lora(model, spec)
 
 
-def load_pretrained(spec: TrainSpec, ctx: Dist, where: Any) -> torch.nn.Module:
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
+def attention_for(spec: TrainSpec, device: torch.device) -> dict[str, str]:
+    """from_pretrained's attn_implementation: varlen for packed batches on GPUs (kernels.py),
+    transformers' default (sdpa) otherwise."""
+    if spec.packing and spec.kernels is not Kernels.NONE and kernels.varlen_available(device):
+        return {"attn_implementation": kernels.register_varlen()}
+    return {}
+
+
+def load_pretrained(spec: TrainSpec, ctx: Dist, where: Any,
+                    attention: dict[str, str]) -> torch.nn.Module:
     from transformers import AutoModelForCausalLM
 
-    kwargs: dict[str, Any] = {"dtype": param_dtype(ctx.device, spec), "device_map": where}
+    kwargs: dict[str, Any] = {"dtype": param_dtype(ctx.device, spec), "device_map": where,
+                              **attention}
     if spec.tuning is Tuning.QLORA:
         from mgft_train.quant import bnb_config
 
@@ -79,13 +103,15 @@ def load_pretrained(spec: TrainSpec, ctx: Dist, where: Any) -> torch.nn.Module:
     return AutoModelForCausalLM.from_pretrained(spec.model, local_files_only=True, **kwargs)
 
 
-def build_random(spec: TrainSpec, ctx: Dist, config: Any, where: Any) -> torch.nn.Module:
+def build_random(spec: TrainSpec, ctx: Dist, config: Any, where: Any,
+                 attention: dict[str, str]) -> torch.nn.Module:
     """Random weights from the config, built on the device (on a CPU an 8B model takes a
     minute). mp builds on the first GPU and then spreads the blocks out."""
     from transformers import AutoModelForCausalLM
 
     with torch.device(ctx.device):
-        model = AutoModelForCausalLM.from_config(config, dtype=param_dtype(ctx.device, spec))
+        model = AutoModelForCausalLM.from_config(config, dtype=param_dtype(ctx.device, spec),
+                                                 **attention)
     if spec.strategy is Strategy.MP:
         from accelerate import dispatch_model
 
@@ -133,5 +159,10 @@ def describe(model: torch.nn.Module) -> dict[str, Any]:
     from mgft_train.quant import describe as quantization
 
     trainable, total = count_params(model)
+    config = getattr(model, "config", None)
     return {"trainable_params": trainable, "total_params": total,
-            "quantization": quantization(model)}
+            "quantization": quantization(model), "kernels": kernels.applied(),
+            "attention": getattr(config, "_attn_implementation", None),
+            # transformers marks each layer it will recompute
+            "activation_checkpointing": any(getattr(m, "gradient_checkpointing", False) is True
+                                            for m in model.modules())}

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from mgft_train.data import IGNORE, collate, encode, load_rows, model_inputs, real_tokens
 from mgft_train.data.encode import Example
 from mgft_train.data.packing import collate_packed, fill, flat_rows, pack
+from mgft_train.kernels import VARLEN, register_varlen
 from mgft_train.loop import loss_sum
 
 
@@ -46,6 +47,11 @@ def test_packed_rows_restart_positions_per_sample_and_pad_as_a_sample_of_their_o
     flat = collate_packed([(a, b), (c,)], pad_id=0, flat=True)
     assert flat["input_ids"].tolist() == [[5, 5, 5, 6, 6, 8, 8, 8, 8]]
     assert flat["position_ids"].tolist() == [[0, 1, 2, 0, 1, 0, 1, 2, 3]]
+    assert flat["cu_seq_lens"].tolist() == [0, 3, 5, 9]  # sample bounds, for varlen kernels
+    assert "cu_seq_lens" not in batch
+    inputs = model_inputs(flat)
+    assert inputs["max_length_q"] == inputs["max_length_k"] == 4
+    assert inputs["cu_seq_lens_q"] is inputs["cu_seq_lens_k"] is flat["cu_seq_lens"]
     # The model never gets the token mask: as an attention_mask it would merge the samples.
     assert set(model_inputs(batch)) == {"input_ids", "position_ids", "use_cache"}
 
@@ -107,10 +113,12 @@ def packs(tiny, tokenizer):
     return packs
 
 
-@pytest.fixture(scope="module", params=["sdpa", "eager"])
+@pytest.fixture(scope="module", params=["sdpa", "eager", VARLEN])
 def model(request, tiny):
+    """mgft_varlen runs its per-sample CPU path here; on GPUs it calls flash varlen."""
     from transformers import AutoModelForCausalLM
 
+    register_varlen()
     model = AutoModelForCausalLM.from_pretrained(tiny.model_dir, local_files_only=True,
                                                  attn_implementation=request.param)
     assert model.config._attn_implementation == request.param

@@ -52,3 +52,14 @@ def test_deepspeed_accepts_every_generated_config(strategy):
     assert parsed.zero_optimization_stage == STAGES[strategy]
     assert parsed.train_batch_size == 2
     assert (parsed.zero_config.offload_param is not None) is (strategy is Strategy.ZERO3_OFFLOAD)
+
+
+def test_zero3_keeps_small_tensors_whole_and_prefetches_blocks():
+    """LoRA's A/B matrices (r x hidden) and norms stay unpartitioned; a block's worth of
+    weights is fetched ahead. Stages 1-2 do not take stage-3 keys."""
+    zero3 = deepspeed_config(spec(Strategy.ZERO3), 3, 4, bf16=True)["zero_optimization"]
+    assert zero3["stage3_param_persistence_threshold"] >= 16 * 14336  # lora_B of down_proj, 8B
+    assert zero3["stage3_prefetch_bucket_size"] > 4096 * 14336 * 3  # one 8B block's MLP
+    zero2 = deepspeed_config(spec(Strategy.ZERO2), 2, 4, bf16=True)["zero_optimization"]
+    assert not any(k.startswith("stage3_") for k in zero2)
+    assert zero2["overlap_comm"] and zero2["contiguous_gradients"]

@@ -38,7 +38,13 @@ def collate(examples: Sequence[Example], pad_id: int) -> Batch:
 
 def model_inputs(batch: Batch) -> dict[str, Any]:
     # use_cache=False: with a KV cache transformers skips its packed-sequence check.
-    return {k: batch[k] for k in MODEL_KEYS if k in batch} | {"use_cache": False}
+    inputs = {k: batch[k] for k in MODEL_KEYS if k in batch} | {"use_cache": False}
+    if "cu_seq_lens" in batch:  # a flat packed row: transformers' names for varlen kernels
+        cu = batch["cu_seq_lens"]
+        longest = int((cu[1:] - cu[:-1]).max())
+        inputs |= {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu,
+                   "max_length_q": longest, "max_length_k": longest}
+    return inputs
 
 
 def real_tokens(batch: Batch) -> int:

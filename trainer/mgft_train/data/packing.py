@@ -6,14 +6,16 @@ attention_mask. transformers (5.x) reads the restarts as sample boundaries:
   (masking_utils.find_packed_sequence_indices);
 - flash_attention_2/3/4 call the varlen kernel with cu_seqlens taken from them, but only when
   the batch is one row (modeling_flash_attention_utils._is_packed_sequence). So for those,
-  and for any implementation not known to mask per row, the micro-batch is flattened into a
-  single row (`flat`): correct everywhere, and the fastest layout for varlen kernels.
+  and for any implementation not known to mask per row (mgft's own varlen attention on
+  GPUs, kernels.py), the micro-batch is flattened into a single row (`flat`) that also
+  carries cu_seq_lens: correct everywhere, and the fastest layout for varlen kernels.
 It also needs no KV cache in the forward pass: with one, the packing check is skipped and
 samples see each other; `batches.model_inputs` passes use_cache=False.
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 from bisect import bisect_left, insort
 from collections.abc import Sequence
@@ -77,8 +79,13 @@ def collate_packed(packs: Sequence[Pack], pad_id: int, flat: bool = False) -> di
             token_mask[r, at:at + n] = 1
             at += n
         position_ids[r, at:] = torch.arange(width - at)
-    return {"input_ids": input_ids, "position_ids": position_ids, "labels": labels,
-            "token_mask": token_mask}
+    batch = {"input_ids": input_ids, "position_ids": position_ids, "labels": labels,
+             "token_mask": token_mask}
+    if flat:  # where each sample starts and ends, for varlen attention (kernels.py)
+        lengths = [len(e.input_ids) for e in rows[0]]
+        batch["cu_seq_lens"] = torch.tensor([0, *itertools.accumulate(lengths)],
+                                            dtype=torch.int32)
+    return batch
 
 
 def flat_rows(model: torch.nn.Module) -> bool:

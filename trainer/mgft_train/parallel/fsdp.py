@@ -43,12 +43,24 @@ def apply(model: torch.nn.Module, spec: TrainSpec, ctx: Dist, total: int) -> Eng
 
     mesh = init_device_mesh(ctx.device.type, (ctx.world_size,))
     policy = mixed_precision(ctx.device)
-    for block in blocks(model):
+    units = blocks(model)
+    for block in units:
         fully_shard(block, mesh=mesh, mp_policy=policy)
-    fully_shard(model, mesh=mesh, mp_policy=policy)  # embeddings, final norm, head
+    # Embeddings, final norm and head: the backward pass starts with the head, right after the
+    # forward pass ends, so resharding the root would only mean gathering it again at once.
+    fully_shard(model, mesh=mesh, mp_policy=policy, reshard_after_forward=False)
+    prefetch(units)
     # The optimizer is built on the sharded parameters, so its state is sharded too.
     optimizer = optim.make_optimizer(model.parameters(), spec, ctx.device)
     return FsdpEngine(model, model, optimizer, optim.make_scheduler(optimizer, total), ctx)
+
+
+def prefetch(units: list[torch.nn.Module]) -> None:
+    """Gather the next block's weights while this one computes, in both directions
+    (FSDP2 only prefetches in the backward pass unless told)."""
+    for before, after in zip(units, units[1:], strict=False):
+        before.set_modules_to_forward_prefetch([after])
+        after.set_modules_to_backward_prefetch([before])
 
 
 class FsdpEngine(Engine):
