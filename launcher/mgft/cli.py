@@ -26,6 +26,7 @@ from mgft.spec import (
     Kernels,
     Overlong,
     PodSecurity,
+    Save,
     SlurmContainer,
     Strategy,
     Tuning,
@@ -33,7 +34,7 @@ from mgft.spec import (
 
 _CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi,
             "--data-format": DataFormat, "--overlong": Overlong, "--fabric": Fabric,
-            "--kernels": Kernels,
+            "--kernels": Kernels, "--save": Save,
             "--pod-security": PodSecurity, "--container": SlurmContainer}
 
 

@@ -37,6 +37,7 @@ FLAGS: dict[str, str] = {
     "--kernels": "train.kernels",
     "--activation-checkpointing": "train.activation_checkpointing",
     "--lora-targets": "train.lora_targets",
+    "--save": "train.save",
     "--save-every": "train.save_every",
     "--keep-checkpoints": "train.keep_checkpoints",
     "--save-merged": "train.save_merged",

@@ -60,6 +60,12 @@ class Kernels(StrEnum):
     NONE = "none"
 
 
+class Save(StrEnum):
+    CHECKPOINTS = "checkpoints"
+    FINAL = "final"
+    NONE = "none"
+
+
 class K8sApi(StrEnum):
     PYTORCHJOB = "pytorchjob"
     TRAINJOB = "trainjob"
@@ -186,6 +192,11 @@ class TrainSpec:
     lora_targets: Annotated[str, Field(min_length=1, description=(
         "Modules that get LoRA adapters: all-linear (every linear projection except the output "
         "head) or comma-separated module names, e.g. q_proj,v_proj."))] = "all-linear"
+    save: Annotated[Save, Field(description=(
+        "What is written: checkpoints (resumable ones every --save-every steps and at the "
+        "end, plus the final adapter or model), final (only the final adapter or model; a "
+        "stopped run cannot resume) or none (only metrics.json: benchmarks)."))] = (
+        Save.CHECKPOINTS)
     save_every: Annotated[int, Field(ge=1, description=(
         "Write a checkpoint every N optimizer steps, and at the end. A run restarted with the "
         "same --output resumes from the latest one."))] = 100

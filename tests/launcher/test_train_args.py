@@ -18,7 +18,7 @@ def test_every_field_is_written() -> None:
         "--lr", "--micro-batch", "--grad-accum", "--seq-len", "--seed", "--lora-r",
         "--lora-alpha", "--lora-dropout", "--data-format", "--train-on-prompt", "--packing",
         "--overlong", "--kernels", "--activation-checkpointing", "--lora-targets",
-        "--save-every", "--keep-checkpoints", "--save-merged",
+        "--save", "--save-every", "--keep-checkpoints", "--save-merged",
         "--random-init"]
 
 

@@ -62,6 +62,18 @@ def test_single_process_run_trains_without_a_group(tiny, tmp_path, capsys, singl
     assert f"saved: adapter {out / 'adapter'}" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize(("save", "written"), [
+    ("final", ["adapter", "loss.png", "metrics.json", "tensorboard"]),
+    ("none", ["loss.png", "metrics.json", "tensorboard"])])
+def test_save_final_skips_checkpoints_and_none_skips_the_adapter_too(tiny, tmp_path, save,
+                                                                     written, single_process_env):
+    out = tmp_path / "out"
+    assert main(argv(tiny, out, "--max-steps=2", "--seq-len=64", f"--save={save}",
+                     "--save-every=1")) == 0
+    assert sorted(p.name for p in out.iterdir()) == written
+    assert json.loads((out / "metrics.json").read_text())["steps"] == 2
+
+
 def test_random_init_trains_from_a_config_only_directory(tiny, tmp_path, single_process_env):
     from transformers import AutoConfig, AutoTokenizer
 

@@ -30,7 +30,7 @@ DIRNAME = "checkpoints"
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 # Fields that may differ between a run and its resumption: where and how often it saves.
-MAY_CHANGE = frozenset({"output", "save_every", "keep_checkpoints", "save_merged"})
+MAY_CHANGE = frozenset({"output", "save", "save_every", "keep_checkpoints", "save_merged"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from mgft.spec import TrainSpec
+from mgft.spec import Save, TrainSpec
 from torch.utils.data import DataLoader
 
 from mgft_train import checkpoint, curves, distributed, signals
@@ -100,7 +100,8 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
             step_counts.append(step_tokens)
             report.step(step, total, loss, lr, step_tokens / step_s)
             board.step(step, loss, lr, step_tokens / step_s)
-            if stop or step % spec.save_every == 0 or step == total:
+            due = stop or step % spec.save_every == 0 or step == total
+            if due and spec.save is Save.CHECKPOINTS:
                 t0 = time.perf_counter()
                 state = TrainState(step=step, losses=losses, tokens=tokens_before + run_tokens,
                                    elapsed_s=elapsed_before + run_elapsed,

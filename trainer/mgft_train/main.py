@@ -25,7 +25,7 @@ from pathlib import Path
 
 from mgft import exitcodes
 from mgft.envcontract import CommEnv, DistEnv, LaunchEnv
-from mgft.spec import TrainSpec
+from mgft.spec import Save, TrainSpec
 from mgft.train_args import from_argv
 
 from mgft_train import signals
@@ -107,15 +107,14 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
         signals.ignore()  # saved; a second SIGTERM (torchrun's, as peers exit) changes nothing
         if ctx.is_main:
             print(f"{PROG}: stopped by {'/'.join(result.signals) or 'a signal on another rank'}"
-                  f" after step {result.steps} of {total}; checkpoint in "
-                  f"{checkpoint.latest(spec.output)}; rerun the same command to resume "
-                  f"(exit {exitcodes.PREEMPTED})", flush=True)
+                  f" after step {result.steps} of {total}; {resumable(spec)}"
+                  f" (exit {exitcodes.PREEMPTED})", flush=True)
         return exitcodes.PREEMPTED
 
     eval_loss = evaluate.eval_loss(
         engine, evaluate.eval_batch(dataset.examples, tokenizer.pad_token_id), ctx.device)
     peaks = memory.peaks(engine.model, ctx)
-    saved = save.save_final(engine, tokenizer, spec, ctx)
+    saved = save.save_final(engine, tokenizer, spec, ctx) if spec.save is not Save.NONE else {}
     if ctx.is_main:
         report = metrics.collect(spec, ctx, engine.model, result, loaded, peak_memory=peaks,
                                  eval_loss=eval_loss, saved=saved,
@@ -124,6 +123,15 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
         metrics.write(report, spec.output)  # last: its presence marks the run finished
         print(metrics.summary(report), flush=True)
     return exitcodes.OK
+
+
+def resumable(spec: TrainSpec) -> str:
+    from mgft_train import checkpoint
+
+    if spec.save is not Save.CHECKPOINTS:
+        return f"nothing to resume from (--save {spec.save.value})"
+    return (f"checkpoint in {checkpoint.latest(spec.output)}; rerun the same command to "
+            "resume")
 
 
 def _usage(err: UsageError, is_main: bool) -> int:

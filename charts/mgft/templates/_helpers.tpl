@@ -93,6 +93,7 @@ kueue.x-k8s.io/queue-name: {{ . | toJson }}
 {{- $args = append $args (printf "--kernels=%s" $t.kernels) -}}
 {{- $args = append $args (printf "--activation-checkpointing=%s" (ternary "True" "False" $t.activation_checkpointing)) -}}
 {{- $args = append $args (printf "--lora-targets=%s" $t.lora_targets) -}}
+{{- $args = append $args (printf "--save=%s" $t.save) -}}
 {{- $args = append $args (printf "--save-every=%d" (int $t.save_every)) -}}
 {{- $args = append $args (printf "--keep-checkpoints=%d" (int $t.keep_checkpoints)) -}}
 {{- $args = append $args (printf "--save-merged=%s" (ternary "True" "False" $t.save_merged)) -}}

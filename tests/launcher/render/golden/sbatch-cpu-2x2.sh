@@ -65,6 +65,7 @@ srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
   --kernels=auto \
   --activation-checkpointing=False \
   --lora-targets=all-linear \
+  --save=checkpoints \
   --save-every=100 \
   --keep-checkpoints=2 \
   --save-merged=False \
