@@ -16,13 +16,14 @@ CTX = Dist(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backe
 
 
 def eval_loss(model, tiny, tokenizer) -> float:
-    """The trainer's eval: the first rows of the dataset (evaluate.eval_batch), no dropout."""
+    """The trainer's eval: the first rows of the dataset, no dropout; here in one batch (the
+    trainer goes a micro-batch at a time: summed losses, the same mean)."""
     from mgft_train.data import encode, label_tokens, load_rows
-    from mgft_train.evaluate import EVAL_ROWS, eval_batch
+    from mgft_train.evaluate import EVAL_ROWS, eval_batches
     from mgft_train.loop import loss_sum
 
-    batch = eval_batch(encode(load_rows(tiny.data)[:EVAL_ROWS], tokenizer, 64),
-                       tokenizer.pad_token_id)
+    [batch] = eval_batches(encode(load_rows(tiny.data)[:EVAL_ROWS], tokenizer, 64),
+                           tokenizer.pad_token_id, rows=EVAL_ROWS)
     with torch.no_grad():
         return loss_sum(model.eval(), batch).item() / label_tokens(batch)
 

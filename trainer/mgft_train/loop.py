@@ -135,7 +135,8 @@ def train_step(engine: Any, batches: list[Batch], ctx: Dist,
     local_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
     for i, batch in enumerate(batches):
         with engine.accumulating(last=i == len(batches) - 1):
-            summed = loss_sum(engine.model, batch)
+            with engine.computing():
+                summed = loss_sum(engine.model, batch)
             engine.backward(summed * scale)
         local_sum += summed.detach().to(local_sum.device)
     global_sum, stops = distributed.all_reduce([local_sum.item(), float(stop_requested)], ctx)

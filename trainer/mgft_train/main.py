@@ -112,7 +112,8 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
         return exitcodes.PREEMPTED
 
     eval_loss = evaluate.eval_loss(
-        engine, evaluate.eval_batch(dataset.examples, tokenizer.pad_token_id), ctx.device)
+        engine, evaluate.eval_batches(dataset.examples, tokenizer.pad_token_id, spec.micro_batch),
+        ctx.device)
     peaks = memory.peaks(engine.model, ctx)
     saved = save.save_final(engine, tokenizer, spec, ctx) if spec.save is not Save.NONE else {}
     if ctx.is_main:

@@ -148,6 +148,14 @@ def peft_model(model: torch.nn.Module, config: Any) -> Any:
         return get_peft_model(model, config)
 
 
+def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The repeated transformer blocks: the classes a HF model lists as never to be split
+    (FSDP shards and ZeRO-3 gathers one at a time)."""
+    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(hf_model, "_no_split_modules", None) or ())
+    return [m for m in model.modules() if type(m).__name__ in names]
+
+
 def count_params(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts (a 4-bit weight counts as its packed bytes)."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

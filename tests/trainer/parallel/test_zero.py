@@ -63,3 +63,4 @@ def test_zero3_keeps_small_tensors_whole_and_prefetches_blocks():
     zero2 = deepspeed_config(spec(Strategy.ZERO2), 2, 4, bf16=True)["zero_optimization"]
     assert not any(k.startswith("stage3_") for k in zero2)
     assert zero2["overlap_comm"] and zero2["contiguous_gradients"]
+

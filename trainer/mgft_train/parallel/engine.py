@@ -33,11 +33,27 @@ class Engine:
         self.scheduler = scheduler
         self.ctx = ctx
         self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.autocast = ctx.device.type == "cuda" and any(
+            p.dtype == torch.float32 for p in self.trainable)
+        if self.autocast:
+            # peft would still copy each adapter's input to fp32 first; autocast casts the
+            # (small) adapter weights instead.
+            for module in model.modules():
+                if hasattr(module, "cast_input_dtype_enabled"):
+                    module.cast_input_dtype_enabled = False
 
     # --- one optimizer step ---------------------------------------------------------------
     def accumulating(self, last: bool) -> AbstractContextManager[Any]:
         """Context for one micro-batch's forward/backward; only the last one syncs gradients."""
         return nullcontext()
+
+    def computing(self) -> AbstractContextManager[Any]:
+        """Context for a forward pass. A replicated LoRA model on a GPU holds a bf16 base and
+        fp32 adapters (peft keeps them fp32 so small updates are not rounded away), and
+        peft then runs every adapter in fp32; autocast runs them in bf16, as DeepSpeed's
+        bf16 mode and FSDP's MixedPrecisionPolicy do for theirs, while the weights and the
+        optimizer stay fp32."""
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else nullcontext()
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()

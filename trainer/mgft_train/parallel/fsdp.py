@@ -7,7 +7,7 @@ weights just for its forward and backward. Checkpoints are DCP shards, one set p
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -16,16 +16,10 @@ from mgft.spec import TrainSpec
 
 from mgft_train import optim
 from mgft_train.distributed import Dist
+from mgft_train.model import blocks
 from mgft_train.parallel.engine import SCHEDULER_FILE, Engine
 
 DCP_DIR = "dcp"
-
-
-def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
-    """The repeated transformer blocks: the classes a HF model lists as never to be split."""
-    hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
-    names = set(getattr(hf_model, "_no_split_modules", None) or ())
-    return [m for m in model.modules() if type(m).__name__ in names]
 
 
 def mixed_precision(device: torch.device) -> Any:
@@ -64,6 +58,9 @@ def prefetch(units: list[torch.nn.Module]) -> None:
 
 
 class FsdpEngine(Engine):
+
+    def computing(self) -> AbstractContextManager[Any]:
+        return nullcontext()  # the strategy's own mixed precision casts the weights
     def accumulating(self, last: bool) -> AbstractContextManager[Any]:
         return self._gradient_sync(last)
 

@@ -9,6 +9,7 @@ is passed in, so DeepSpeed needs no FusedAdam JIT build; offload uses DeepSpeedC
 from __future__ import annotations
 
 import warnings
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -92,6 +93,9 @@ def import_deepspeed() -> Any:
 
 class ZeroEngine(Engine):
     """DeepSpeed owns accumulation, clipping (config), the optimizer step and the schedule."""
+
+    def computing(self) -> AbstractContextManager[Any]:
+        return nullcontext()  # bf16 mode: the module computes in bf16, fp32 masters
 
     def backward(self, loss: torch.Tensor) -> None:
         # The loss is already divided by the step's token count: no extra 1/grad_accum.
