@@ -56,8 +56,10 @@ class Assumptions:
     # trainer repeats k and v to every head.
     varlen_gqa: bool = True
     # The trainer's evaluation pass after training: one no-grad forward over this many
-    # samples (mgft_train.evaluate.EVAL_ROWS), padded to the longest (taken as --seq-len).
+    # samples (mgft_train.evaluate.EVAL_ROWS), padded to the longest of them: eval_len
+    # tokens when the data's longest sample is known, else --seq-len.
     eval_rows: int = 16
+    eval_len: int | None = None
     # Outside PyTorch's allocator, so never in max_memory_allocated: the CUDA context, cuBLAS
     # workspaces and NCCL communicators. Counted only when checking what fits.
     cuda_overhead_gib: float = 1.5
@@ -213,7 +215,8 @@ def _terms(job: Job, strategy: Strategy, a: Assumptions, share: int = 1) -> dict
     x = batch(job, strategy, a)
     return {"activations": saved_bytes(x) / share, "loss": loss_working_set(x),
             "recompute": recompute_layer(x),
-            "eval": eval_bytes(job.arch, a.eval_rows, job.seq_len, job.act_bytes)}
+            "eval": eval_bytes(job.arch, a.eval_rows, min(a.eval_len or job.seq_len, job.seq_len),
+                               job.act_bytes)}
 
 
 def dequant_buffer(job: Job) -> float:
