@@ -200,8 +200,11 @@ def from_perf(path: Path, env: dict[str, Any]) -> list[dict]:
                   "nodes": config["nodes"], "kernels": config["kernels"],
                   "packing": config["packing"], "lora_r": config["lora_r"],
                   "checkpointing": config["activation_checkpointing"]}
+        facts = env | ({} if config["liger_applied"] is None else
+                       {"liger_installed": config["liger_applied"]})
         try:
-            predicted = predict(fields, config["strategy"], env=env, eval_len=config["eval_len"])
+            predicted = predict(fields, config["strategy"], env=facts,
+                                eval_len=config["eval_len"])
         except (SpecError, ValueError) as err:
             rows.append(row | {"status": f"skipped: {err}"})
             continue
@@ -266,7 +269,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    env = environment()
+    previous_file = {} if args.fresh or not args.out.is_file() else json.loads(
+        args.out.read_text())
+    # This machine's facts when it runs the configurations; else those the GPU run recorded
+    # (--from-perf on a laptop predicts for the GPUs that measured), else the defaults.
+    env = environment() if args.selected else previous_file.get("environment") or {}
+    if not env.get("cuda") and not args.tiny:
+        env = {}
     rows = []
     for cfg in args.selected:
         model_dir = build_model(ARCHS[cfg.size], args.work / "models" / cfg.size)
@@ -279,15 +288,15 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.from_perf:
         rows += from_perf(path, env)
 
-    previous = {} if args.fresh or not args.out.is_file() else {
-        r["config"]: r for r in json.loads(args.out.read_text())["rows"]}
+    previous = {r["config"]: r for r in previous_file.get("rows", [])}
     merged = previous | {r["config"]: r for r in rows}
     print_table(list(merged.values()), args.tiny)
     ok = [r for r in merged.values() if r["status"] == "ok"]
     result = {"mode": "tiny-cpu" if args.tiny else "gpu", "target": TARGET,
               "settings": {k: v for k, v in vars(args).items() if k in (
                   "gpus", "micro_batch", "seq_len", "steps")},
-              "environment": env, "python": platform.python_version(),
+              "environment": env or previous_file.get("environment") or {},
+              "python": platform.python_version(),
               "rows": list(merged.values()), "measured": len(ok),
               "within_target": sum(1 for r in ok if r.get("within_target"))}
     args.out.parent.mkdir(parents=True, exist_ok=True)

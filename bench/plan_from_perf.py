@@ -24,6 +24,7 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "grad_accum": ("grad_accum", "gradient_accumulation"),
     "seq_len": ("seq_len", "seqlen", "max_seq_len", "sequence_length"),
     "kernels": ("kernels",),
+    "kernels_used": ("kernels_used", "kernels_applied"),
     "packing": ("packing", "packed"),
     "activation_checkpointing": ("activation_checkpointing", "checkpointing",
                                  "gradient_checkpointing", "ckpt"),
@@ -63,6 +64,10 @@ def read_config(raw: dict[str, Any], fallback: dict[str, Any]) -> dict[str, Any]
     for key in ("gpus", "nodes", "micro_batch", "grad_accum", "seq_len", "lora_r"):
         out[key] = int(out[key])
     out["peak_bytes"] = float(out.pop("peak_gib")) * GIB
+    # what the trainer reported applying (metrics.json "kernels"): no Liger there means
+    # liger-kernel was missing, whatever --kernels asked
+    used = out.pop("kernels_used", None)
+    out["liger_applied"] = None if used is None else "liger" in str(used)
     return out
 
 
