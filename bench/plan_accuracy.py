@@ -64,18 +64,19 @@ class Config:
 
 # The bench's own runs: cheap (1B, and 8B only for QLoRA). With bench/perf.py's 8B LoRA
 # (ddp, zero2, zero3, fsdp) and full (fsdp) runs through --from-perf, they cover 1B and 8B;
-# lora, qlora and full; ddp, fsdp, zero2 and zero3. The 1B LoRA and QLoRA runs peak in the
-# evaluation pass (16 x seq-len logits); the larger micro-batches make training the peak of
-# the 1B full runs, so both moments are measured.
+# lora, qlora and full; ddp, fsdp, zero2 and zero3. The 1B LoRA and QLoRA runs (and 8B
+# QLoRA) peak in the evaluation pass (16 x seq-len logits); the larger micro-batches make the
+# training step the peak of the other 1B runs, so both moments are measured.
 GPU_CONFIGS = [
     Config("1b", "lora", "ddp"), Config("1b", "qlora", "ddp"),
-    Config("1b", "full", "ddp", micro_batch=8), Config("1b", "full", "fsdp", micro_batch=8),
-    Config("1b", "full", "zero2", micro_batch=8), Config("1b", "full", "zero3", micro_batch=8),
-    Config("1b", "lora", "zero3", micro_batch=8), Config("8b", "qlora", "ddp"),
+    Config("1b", "full", "ddp", micro_batch=24), Config("1b", "full", "fsdp", micro_batch=24),
+    Config("1b", "full", "zero2", micro_batch=24),
+    Config("1b", "full", "zero3", micro_batch=12), Config("1b", "lora", "zero3", micro_batch=8),
+    Config("8b", "qlora", "ddp"),
 ]
 OPTIONAL_CONFIGS = [  # by name with --configs: the old trainer path, checkpointing
     Config("1b", "lora", "ddp", kernels="none", packing=False),
-    Config("1b", "full", "ddp", micro_batch=8, checkpointing=True),
+    Config("1b", "full", "ddp", micro_batch=24, checkpointing=True),
     Config("8b", "lora", "ddp"), Config("8b", "lora", "zero3"), Config("8b", "full", "fsdp"),
 ]
 TINY_CONFIGS = [Config("tiny", "lora", "ddp"), Config("tiny", "full", "ddp"),
@@ -280,9 +281,15 @@ def main(argv: list[str] | None = None) -> None:
     for cfg in args.selected:
         model_dir = build_model(ARCHS[cfg.size], args.work / "models" / cfg.size)
         batch = cfg.micro_batch or args.micro_batch
-        data = training_rows(model_dir, args.work / f"data-{cfg.size}-{args.seq_len}.jsonl",
-                             n=max(256, 4 * args.steps * batch * max(args.gpus, 2)),
-                             seq_len=args.seq_len)
+        # Packed runs: short rows, so packs are full (as the plan assumes); padded runs: rows
+        # around seq_len, so padded batches are seq_len wide. The first row is longer than
+        # seq_len either way: the evaluation pass is seq_len wide.
+        spread = (0.05, 0.5) if cfg.packing else (0.75, 1.25)
+        rows_per_step = batch * max(args.gpus, 2) * (8 if cfg.packing else 1)
+        data = training_rows(model_dir, args.work / (
+            f"data-{cfg.size}-{args.seq_len}-{'packed' if cfg.packing else 'padded'}.jsonl"),
+            n=max(256, 2 * args.steps * rows_per_step), seq_len=args.seq_len, spread=spread,
+            first_full=True)
         rows.append(run_one(cfg, model_dir, data, args.work, args, env))
         print(f"{cfg.name}: {rows[-1]['status']} ({rows[-1]['wall_s']} s)", flush=True)
     for path in args.from_perf:
