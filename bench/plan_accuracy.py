@@ -71,10 +71,10 @@ GPU_CONFIGS = [
     Config("1b", "lora", "ddp"), Config("1b", "qlora", "ddp"),
     Config("1b", "full", "ddp", micro_batch=24), Config("1b", "full", "fsdp", micro_batch=24),
     Config("1b", "full", "zero2", micro_batch=24),
-    Config("1b", "full", "zero3", micro_batch=12), Config("1b", "lora", "zero3", micro_batch=8),
-    Config("8b", "qlora", "ddp"),
+    Config("1b", "full", "zero3", micro_batch=12), Config("8b", "qlora", "ddp"),
 ]
-OPTIONAL_CONFIGS = [  # by name with --configs: the old trainer path, checkpointing
+OPTIONAL_CONFIGS = [  # by name with --configs: the old trainer path, checkpointing, ...
+    Config("1b", "lora", "zero3", micro_batch=8),
     Config("1b", "lora", "ddp", kernels="none", packing=False),
     Config("1b", "full", "ddp", micro_batch=24, checkpointing=True),
     Config("8b", "lora", "ddp"), Config("8b", "lora", "zero3"), Config("8b", "full", "fsdp"),
@@ -153,7 +153,7 @@ def run_one(cfg: Config, model_dir: Path, data: Path, work: Path, args: argparse
            *(["--activation-checkpointing"] if cfg.checkpointing else [])]
     run_env = os.environ | GPU_SAFE_ENV
     snapshots = work / "snapshots" / cfg.name
-    if args.snapshot and not args.tiny:
+    if args.snapshot == "all" or cfg.name in (args.snapshot or "").split(","):
         shutil.rmtree(snapshots, ignore_errors=True)
         snapshots.mkdir(parents=True)
         run_env |= {"MGFT_BENCH_SNAPSHOT_DIR": str(snapshots), "PYTHONPATH": os.pathsep.join(
@@ -239,8 +239,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "default set; 'none' runs nothing, e.g. with --from-perf)")
     parser.add_argument("--from-perf", type=Path, action="append", default=[],
                         help="a bench/perf.py perf.json whose mgft runs to predict (repeatable)")
-    parser.add_argument("--snapshot", action="store_true",
-                        help="record the largest live allocations at rank 0's peak (GPU)")
+    parser.add_argument("--snapshot", nargs="?", const="all", default=None, metavar="CONFIGS",
+                        help="record the largest live allocations at rank 0's peak (GPU), in "
+                        "every run or in the comma-separated configs named (recording slows "
+                        "a run)")
     parser.add_argument("--micro-batch", type=int, default=None)
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--steps", type=int, default=None)
@@ -257,6 +259,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     suffix = "-tiny" if args.tiny else ""
     args.out = args.out or Path(f"bench/results/plan_accuracy{suffix}.json")
     known = TINY_CONFIGS if args.tiny else GPU_CONFIGS + OPTIONAL_CONFIGS
+    if args.tiny and args.snapshot:
+        parser.error("--snapshot records CUDA allocations: not with --tiny")
     args.selected = TINY_CONFIGS if args.tiny else GPU_CONFIGS
     if args.configs:
         wanted = set(args.configs.split(",")) - {"none"}

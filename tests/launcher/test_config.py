@@ -115,7 +115,7 @@ def test_local_inputs_must_exist(tmp_path: Path) -> None:
 def test_env_items_and_flag_paths_serve_submit_and_generate() -> None:
     from mgft.config import flag_paths, parse_env_items
     from mgft.flags import FLAGS
-    from mgft.generate.launch import build_generate_spec, generate_flags
+    from mgft.generate.launch import build_generate_spec
 
     assert parse_env_items(["A=1", "URL=http://h/?x=y", "EMPTY="]) == {
         "env.A": "1", "env.URL": "http://h/?x=y", "env.EMPTY": ""}
