@@ -52,10 +52,14 @@ def build_model(arch: str, out: Path, seed: int = 0) -> Path:
     return out
 
 
-def training_rows(model_dir: Path, out: Path, n: int, seq_len: int, seed: int = 0) -> Path:
-    """Alpaca rows whose token lengths spread over 0.75-1.25 x seq_len: about half are cut at
-    seq_len, so most micro-batches are as wide as seq_len and padded (what real data does and
-    what `mgft plan` assumes)."""
+def training_rows(model_dir: Path, out: Path, n: int, seq_len: int, seed: int = 0,
+                  spread: tuple[float, float] = (0.75, 1.25), first_full: bool = False) -> Path:
+    """Alpaca rows whose token lengths spread over `spread` x seq_len. The default: about
+    half are cut at seq_len, so most padded micro-batches are as wide as seq_len (what
+    `mgft plan` assumes for padded batches). Short rows (e.g. 0.05-0.5) fill packs to ~99%,
+    as the plan assumes for packed ones; `first_full` makes the first row longer than
+    seq_len, so the trainer's evaluation pass (the first rows, padded to the longest) is
+    seq_len wide, as the plan assumes."""
     from mgft_train.tiny import WORDS
     from transformers import AutoTokenizer
 
@@ -64,8 +68,9 @@ def training_rows(model_dir: Path, out: Path, n: int, seq_len: int, seed: int = 
     per_word = len(tokenizer(" ".join(WORDS * 8), add_special_tokens=False)["input_ids"]) / (
         8 * len(WORDS))
     with open(out, "w", encoding="utf-8") as f:
-        for _ in range(n):
-            words = round(rng.uniform(0.75, 1.25) * seq_len / per_word)
+        for i in range(n):
+            share = 1.25 if first_full and i == 0 else rng.uniform(*spread)
+            words = round(share * seq_len / per_word)
             text = " ".join(rng.choice(WORDS) for _ in range(words))
             f.write(json.dumps({"instruction": "Repeat the words.", "input": "",
                                 "output": text}) + "\n")

@@ -85,16 +85,17 @@ def job_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def spec_from_options(config_file: Path | None, overrides: tuple[str, ...],
                       env_items: tuple[str, ...], nccl_items: tuple[str, ...] = (),
                       check_files: bool = True, **flag_values: str | None) -> JobSpec:
-    from mgft.config import build_spec, check_local_inputs, load_yaml, merge
+    from mgft.config import (
+        build_spec,
+        check_local_inputs,
+        flag_paths,
+        load_yaml,
+        merge,
+        parse_env_items,
+    )
 
     file_data = load_yaml(config_file) if config_file else {}
-    flags = {FLAGS["--" + k.replace("_", "-")]: v for k, v in flag_values.items() if v is not None}
-    for item in env_items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SpecError("--env", item, "is not KEY=VALUE",
-                            "write e.g. --env WANDB_MODE=offline")
-        flags[f"env.{key}"] = value
+    flags = flag_paths(flag_values, FLAGS) | parse_env_items(env_items)
     for item in nccl_items:
         key, sep, value = item.partition("=")
         if not sep or not key:

@@ -87,6 +87,26 @@ def parse_set(item: str) -> tuple[str, Any]:
         return key.strip(), text
 
 
+def parse_env_items(items: Iterable[str]) -> dict[str, str]:
+    """`--env KEY=VALUE` items as spec paths (`env.KEY`: VALUE), for `mgft submit/render` and
+    `mgft generate` alike. The value may itself hold `=`."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SpecError("--env", item, "is not KEY=VALUE",
+                            "write e.g. --env WANDB_MODE=offline")
+        out[f"env.{key}"] = value
+    return out
+
+
+def flag_paths(flag_values: Mapping[str, Any], paths: Mapping[str, str]) -> dict[str, Any]:
+    """Click's option values (keyed by parameter name, e.g. micro_batch) as spec paths, by a
+    `--flag: path` table (mgft.flags); options left unset are left out."""
+    return {paths["--" + name.replace("_", "-")]: value for name, value in flag_values.items()
+            if value is not None}
+
+
 def merge(file_data: Mapping[str, Any], flags: Mapping[str, Any],
           overrides: Iterable[str]) -> dict[str, Any]:
     """Combine the sources into one raw dict (flags keyed by dotted path)."""

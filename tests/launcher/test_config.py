@@ -110,3 +110,24 @@ def test_local_inputs_must_exist(tmp_path: Path) -> None:
     assert err.value.field == "--dataset" and err.value.value == str(data)
     data.write_text("{}\n")
     check_local_inputs(spec)
+
+
+def test_env_items_and_flag_paths_serve_submit_and_generate() -> None:
+    from mgft.config import flag_paths, parse_env_items
+    from mgft.flags import FLAGS
+    from mgft.generate.launch import build_generate_spec
+
+    assert parse_env_items(["A=1", "URL=http://h/?x=y", "EMPTY="]) == {
+        "env.A": "1", "env.URL": "http://h/?x=y", "env.EMPTY": ""}
+    with pytest.raises(SpecError, match="--env NOEQUALS: is not KEY=VALUE"):
+        parse_env_items(["NOEQUALS"])
+    assert flag_paths({"micro_batch": 8, "seq_len": None}, FLAGS) == {"train.micro_batch": 8}
+    # mgft generate reads --env and its own flag table through the same two helpers
+    gen = build_generate_spec(config_file=None, overrides=(), env_items=("HF_HOME=/c",),
+                              note=[].append, model="/models/llama", prompts="/data/p.jsonl",
+                              output="/runs/gen", backend="slurm", gpus="4")
+    assert gen.env["HF_HOME"] == "/c" and gen.resources.gpus == 4
+    assert gen.generate is not None and gen.train.dataset == "/data/p.jsonl"
+    with pytest.raises(SpecError, match="--env NOEQUALS: is not KEY=VALUE"):
+        build_generate_spec(config_file=None, overrides=(), env_items=("NOEQUALS",),
+                            note=[].append, model="/m", prompts="/p.jsonl", output="/o")

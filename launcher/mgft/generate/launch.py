@@ -91,18 +91,10 @@ def _renamed(err: SpecError) -> SpecError:
 def build_generate_spec(config_file: Path | None, overrides: tuple[str, ...],
                         env_items: tuple[str, ...], note: Callable[[str], None],
                         **flag_values: Any) -> JobSpec:
-    from mgft.config import build_spec, load_yaml, merge
+    from mgft.config import build_spec, flag_paths, load_yaml, merge, parse_env_items
 
-    paths = generate_flags()
     file_data = load_yaml(config_file) if config_file else {}
-    flags = {paths["--" + k.replace("_", "-")]: v for k, v in flag_values.items()
-             if v is not None}
-    for item in env_items:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SpecError("--env", item, "is not KEY=VALUE",
-                            "write e.g. --env HF_HOME=/cache")
-        flags[f"env.{key}"] = value
+    flags = flag_paths(flag_values, generate_flags()) | parse_env_items(env_items)
     raw = merge(file_data, flags, overrides)
     raw["generate"] = raw.get("generate") or {}  # its presence makes this a generation job
     train = raw.setdefault("train", {})

@@ -1,41 +1,65 @@
 """Per-GPU memory of one training job under each strategy: one small function per strategy.
 
 Bytes are split the way the memory is held: parameters, gradients, optimizer states,
-activations (everything that grows with the micro-batch) and buffers (communication buckets,
-gathered parameters, dequantized weights). `Breakdown.peak` combines them the way they
-coexist over a step; docs/plan.md derives each term. Pure arithmetic: no torch.
+activations and the loss (what grows with the micro-batch), buffers (communication buckets,
+gathered parameters, dequantized weights) and the trainer's evaluation pass. `Breakdown.peak`
+combines them the way they coexist over a run; docs/plan.md derives each term. Pure
+arithmetic: no torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from mgft.plan.activations import Batch, activation_bytes, loss_working_set, saved_bytes
+from mgft.plan.activations import (
+    Batch,
+    eval_bytes,
+    loss_working_set,
+    recompute_layer,
+    saved_bytes,
+)
 from mgft.plan.arch import Arch
-from mgft.spec import Strategy, Tuning
+from mgft.spec import Kernels, Strategy, Tuning
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 FP32 = 4
 GIB = 2 ** 30
 DEEPSPEED = (Strategy.ZERO1, Strategy.ZERO2, Strategy.ZERO3, Strategy.ZERO3_OFFLOAD)
+# ZeRO-3 partitions lm_head's weight and gathers it only around lm_head's own forward, which
+# the fused loss skips: the trainer keeps the logits path there (mgft_train.kernels).
+NO_FUSED_LOSS = (Strategy.ZERO3, Strategy.ZERO3_OFFLOAD)
 ALL = tuple(s for s in Strategy if s.value != "auto")
+TERMS = ("params", "grads", "optimizer", "activations", "recompute", "loss", "buffers",
+         "backward_buffers", "step_extra", "eval")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Assumptions:
     """How the trainer runs each strategy, where the estimate depends on it. Defaults are the
-    libraries' own defaults; docs/plan.md says where each comes from."""
+    trainer's and the libraries' own; docs/plan.md says where each comes from."""
 
     # bitsandbytes nf4 with double quantization: 4 bits, plus an 8-bit absmax per 64 weights,
     # plus an fp32 absmax per 256 of those.
     nf4_bytes: float = 0.5 + 1 / 64 + 4 / (64 * 256)
-    # DeepSpeed reduce_bucket_size and stage3_prefetch_bucket_size defaults (elements).
+    # DeepSpeed reduce_bucket_size and stage3_prefetch_bucket_size defaults (elements). The
+    # reduce bucket is allocated whole, however few elements there are to reduce.
     zero_bucket: int = 500_000_000
     zero3_prefetch: int = 50_000_000
-    # Micro-batches of 2+ sequences are padded (variable-length data).
+    # Unpacked micro-batches of 2+ sequences are padded (variable-length data).
     padded: bool = True
     # Bytes of a dropout mask per element: CUDA's fused dropout keeps a bool.
     dropout_mask_bytes: int = 1
+    # --kernels auto means Liger on CUDA when liger-kernel is installed; mgft's CUDA image
+    # installs it.
+    liger_installed: bool = True
+    # torch's varlen_attn takes fewer k/v heads than q heads (enable_gqa); without it the
+    # trainer repeats k and v to every head.
+    varlen_gqa: bool = True
+    # The trainer's evaluation pass after training: one no-grad forward over this many
+    # samples (mgft_train.evaluate.EVAL_ROWS), padded to the longest of them: eval_len
+    # tokens when the data's longest sample is known, else --seq-len.
+    eval_rows: int = 16
+    eval_len: int | None = None
     # Outside PyTorch's allocator, so never in max_memory_allocated: the CUDA context, cuBLAS
     # workspaces and NCCL communicators. Counted only when checking what fits.
     cuda_overhead_gib: float = 1.5
@@ -56,6 +80,8 @@ class Job:
     lora_dropout: float = 0.05
     gpus_per_node: int = 1
     nodes: int = 1
+    kernels: Kernels = Kernels.AUTO
+    packing: bool = True
 
     @property
     def world(self) -> int:
@@ -74,28 +100,54 @@ class Job:
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Breakdown:
-    """Bytes on the busiest GPU under one strategy."""
+    """Bytes on the busiest GPU under one strategy, split the way they are held."""
 
     strategy: Strategy
     params: float
     grads: float
     optimizer: float
-    activations: float
-    buffers: float
+    activations: float  # saved for the backward pass at the end of the forward pass
+    buffers: float  # held all along: communication buckets, gathered weights, dequantized
+    loss: float = 0.0  # the loss over the vocabulary (logits or the fused loss's gradients)
+    recompute: float = 0.0  # one checkpointed layer re-run in the backward pass
+    backward_buffers: float = 0.0  # only from the backward pass to the step (reduce buffers)
+    step_extra: float = 0.0  # only at the end of the backward pass / in optimizer.step
+    eval: float = 0.0  # the trainer's evaluation pass after training
     grads_in_forward: bool = False  # gradients already exist while activations build up
-    step_extra: float = 0.0  # only during optimizer.step (e.g. fp32 copies of the gradients)
+    grads_persist: bool = False  # a gradient buffer allocated at start-up (ZeRO-3)
     host: float = 0.0  # CPU memory per process (offload)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
+    def terms(self) -> dict[str, float]:
+        """Every term in bytes, by name (the JSON outputs and the accuracy benchmark)."""
+        return {name: getattr(self, name) for name in TERMS}
+
+    @property
+    def static(self) -> float:
+        return self.params + self.optimizer + self.buffers
+
+    @property
+    def moments(self) -> dict[str, float]:
+        """The three high points of a run. End of the forward pass: the saved activations
+        and the loss (or one recomputed layer: they never coexist). End of the backward pass:
+        activations freed, every gradient held. The evaluation pass: no activations, no
+        gradients (zero_grad frees them) except a buffer that persists."""
+        forward = (self.static + self.activations + max(self.loss, self.recompute)
+                   + self.backward_buffers + (self.grads if self.grads_in_forward else 0.0))
+        step = self.static + self.grads + self.backward_buffers + self.step_extra
+        evaluation = self.static + self.eval + (self.grads if self.grads_persist else 0.0)
+        return {"forward": forward, "step": step, "eval": evaluation}
+
     @property
     def peak(self) -> float:
-        """The larger of the two moments of a step: the end of the forward pass (activations
-        held) and the end of the backward pass (activations freed, all gradients held).
-        Gradients grow as activations shrink, so in between it is never higher."""
-        static = self.params + self.optimizer + self.buffers
-        forward = static + self.activations + (self.grads if self.grads_in_forward else 0.0)
-        step = static + self.grads + self.step_extra
-        return max(forward, step)
+        """The largest moment. Gradients grow as activations shrink, so between the end of
+        the forward pass and the end of the backward pass it is never higher."""
+        return max(self.moments.values())
+
+    @property
+    def peak_moment(self) -> str:
+        moments = self.moments
+        return max(moments, key=moments.__getitem__)
 
 
 def frozen_bytes(job: Job, a: Assumptions) -> float:
@@ -110,30 +162,61 @@ def frozen_bytes(job: Job, a: Assumptions) -> float:
     return float(w * arch.params)
 
 
-def layer_bytes(job: Job, a: Assumptions, strategy: Strategy) -> float:
-    """One decoder layer's parameters, unsharded, as stored."""
-    arch, w = job.arch, job.act_bytes
-    if job.tuning is Tuning.FULL:
-        return float(w * arch.layer_params)
-    base = (a.nf4_bytes if job.tuning is Tuning.QLORA else w) * arch.layer_linear_params
-    base += w * (arch.layer_params - arch.layer_linear_params)
-    return base + trainable_bytes(job, strategy) * job.trainable / arch.layers
-
-
 def trainable_bytes(job: Job, strategy: Strategy) -> int:
-    """Bytes per trainable parameter as stored: peft keeps LoRA adapters in fp32 on a 16-bit
-    base; DeepSpeed casts the whole module, adapters included, to the 16-bit dtype."""
-    if job.tuning is Tuning.FULL or strategy in DEEPSPEED:
+    """Bytes per trainable parameter as stored. peft keeps LoRA adapters in fp32 on a 16-bit
+    base; full fine-tuning under FSDP loads fp32 weights (the shards are the master copy,
+    computed in bf16); DeepSpeed casts the whole module, adapters included, to 16 bits."""
+    if strategy in DEEPSPEED:
+        return job.act_bytes
+    if job.tuning is Tuning.FULL and strategy is not Strategy.FSDP:
         return job.act_bytes
     return FP32
 
 
+def compute_bytes(job: Job, strategy: Strategy) -> int:
+    """Bytes per trainable parameter as the forward pass sees it: FSDP's mixed precision
+    gathers every weight in the compute dtype, LoRA adapters included."""
+    return job.act_bytes if strategy is Strategy.FSDP else trainable_bytes(job, strategy)
+
+
+def layer_bytes(job: Job, a: Assumptions, strategy: Strategy) -> float:
+    """One decoder layer's parameters, unsharded, as the forward pass sees them."""
+    arch, w = job.arch, job.act_bytes
+    if job.tuning is Tuning.FULL:
+        return float(compute_bytes(job, strategy) * arch.layer_params)
+    base = (a.nf4_bytes if job.tuning is Tuning.QLORA else w) * arch.layer_linear_params
+    base += w * (arch.layer_params - arch.layer_linear_params)
+    return base + compute_bytes(job, strategy) * job.trainable / arch.layers
+
+
+def liger(job: Job, a: Assumptions) -> bool:
+    """Whether the trainer patches in Liger's kernels: --kernels liger, or auto with
+    liger-kernel installed (GPU runs; the plan sizes GPUs)."""
+    return job.kernels is Kernels.LIGER or (job.kernels is Kernels.AUTO and a.liger_installed)
+
+
 def batch(job: Job, strategy: Strategy, a: Assumptions) -> Batch:
+    on = liger(job, a)
     return Batch(arch=job.arch, micro_batch=job.micro_batch, seq_len=job.seq_len,
                  act_bytes=job.act_bytes, full=job.tuning is Tuning.FULL,
-                 lora_rank=job.lora_r, lora_bytes=trainable_bytes(job, strategy),
+                 lora_rank=job.lora_r, lora_bytes=compute_bytes(job, strategy),
                  lora_dropout=job.lora_dropout > 0, dropout_mask_bytes=a.dropout_mask_bytes,
-                 padded=a.padded, checkpointing=job.checkpointing)
+                 padded=a.padded and not job.packing, packed=job.packing,
+                 # varlen attention: packing with any --kernels but none (mgft_train.model)
+                 varlen=job.packing and job.kernels is not Kernels.NONE,
+                 varlen_gqa=a.varlen_gqa, liger=on,
+                 fused_loss=on and strategy not in NO_FUSED_LOSS,
+                 checkpointing=job.checkpointing)
+
+
+def _terms(job: Job, strategy: Strategy, a: Assumptions, share: int = 1) -> dict[str, float]:
+    """The batch-dependent fields of a Breakdown; `share`: saved activations split over that
+    many GPUs (mp)."""
+    x = batch(job, strategy, a)
+    return {"activations": saved_bytes(x) / share, "loss": loss_working_set(x),
+            "recompute": recompute_layer(x),
+            "eval": eval_bytes(job.arch, a.eval_rows, min(a.eval_len or job.seq_len, job.seq_len),
+                               job.act_bytes)}
 
 
 def dequant_buffer(job: Job) -> float:
@@ -150,23 +233,30 @@ def ddp(job: Job, a: Assumptions) -> Breakdown:
     buckets = t if job.world > 1 else 0.0
     return Breakdown(strategy=Strategy.DDP, params=frozen_bytes(job, a) + t, grads=t,
                      optimizer=2 * t,  # AdamW: exp_avg and exp_avg_sq in the parameter dtype
-                     activations=activation_bytes(batch(job, Strategy.DDP, a)),
-                     buffers=buckets + dequant_buffer(job))
+                     buffers=buckets + dequant_buffer(job), **_terms(job, Strategy.DDP, a))
 
 
 def fsdp(job: Job, a: Assumptions) -> Breakdown:
     """FSDP2 with one unit per decoder layer and the root holding embeddings and lm_head.
-    Everything is sharded; the root stays gathered from forward to backward (FSDP2 does not
-    reshard the root after forward), and two layers are gathered at a time (prefetch)."""
+    Trainable weights are fp32 shards (the master copy), gathered in bf16 for compute and
+    their gradients reduce-scattered in fp32. The root stays gathered from forward to
+    backward (FSDP2 does not reshard the root after forward), two layers are gathered at a
+    time (prefetch), each in a buffer of its own beside the shard."""
     n, arch, w = job.world, job.arch, job.act_bytes
     t = trainable_bytes(job, Strategy.FSDP) * job.trainable
-    root = w * (arch.embed_params + arch.head_params) * (1 - 1 / n)
-    gathered = 2 * layer_bytes(job, a, Strategy.FSDP) * (1 - 1 / n)
-    layer_grads = t / arch.layers  # a layer's unsharded gradients before the reduce-scatter
-    return Breakdown(strategy=Strategy.FSDP, params=(frozen_bytes(job, a) + t) / n, grads=t / n,
-                     optimizer=2 * t / n,
-                     activations=activation_bytes(batch(job, Strategy.FSDP, a)),
-                     buffers=root + gathered + layer_grads + dequant_buffer(job))
+    root_params = arch.embed_params + arch.head_params
+    root = w * root_params
+    gathered = 2 * layer_bytes(job, a, Strategy.FSDP)
+    # A unit's unsharded gradients (compute dtype) and their fp32 copy for the reduce-scatter:
+    # one layer's during the backward pass, the root's (embeddings and head, when they train)
+    # at its end.
+    full = job.tuning is Tuning.FULL
+    layer_reduce = (w + FP32) * (arch.layer_params if full else job.trainable / arch.layers)
+    root_reduce = (w + FP32) * root_params if full else 0.0
+    return Breakdown(strategy=Strategy.FSDP, params=(frozen_bytes(job, a) + t) / n,
+                     grads=FP32 * job.trainable / n, optimizer=2 * FP32 * job.trainable / n,
+                     buffers=root + gathered + dequant_buffer(job), backward_buffers=layer_reduce,
+                     step_extra=root_reduce, **_terms(job, Strategy.FSDP, a))
 
 
 def _zero_common(job: Job) -> tuple[float, float, float]:
@@ -178,23 +268,24 @@ def _zero_common(job: Job) -> tuple[float, float, float]:
 
 
 def zero1(job: Job, a: Assumptions) -> Breakdown:
-    """DeepSpeed ZeRO-1: optimizer states sharded; full 16-bit gradients kept until the step."""
+    """DeepSpeed ZeRO-1: optimizer states sharded; full 16-bit gradients kept until the step.
+    The reduce bucket (reduce_bucket_size elements, whatever the model) is allocated when the
+    backward pass starts."""
     t16, opt, step = _zero_common(job)
-    bucket = job.act_bytes * min(a.zero_bucket, job.trainable)
     return Breakdown(strategy=Strategy.ZERO1, params=frozen_bytes(job, a) + t16, grads=t16,
-                     optimizer=opt, activations=activation_bytes(batch(job, Strategy.ZERO1, a)),
-                     buffers=bucket + dequant_buffer(job), step_extra=step)
+                     optimizer=opt, buffers=dequant_buffer(job),
+                     backward_buffers=job.act_bytes * a.zero_bucket, step_extra=step,
+                     **_terms(job, Strategy.ZERO1, a))
 
 
 def zero2(job: Job, a: Assumptions) -> Breakdown:
     """DeepSpeed ZeRO-2: gradients are reduced in buckets during backward and only this
-    rank's partition is kept (contiguous_gradients: a bucket-sized buffer)."""
+    rank's partition is kept (contiguous_gradients: one bucket-sized buffer)."""
     t16, opt, step = _zero_common(job)
-    bucket = job.act_bytes * min(a.zero_bucket, job.trainable)
     return Breakdown(strategy=Strategy.ZERO2, params=frozen_bytes(job, a) + t16,
-                     grads=t16 / job.world, optimizer=opt,
-                     activations=activation_bytes(batch(job, Strategy.ZERO2, a)),
-                     buffers=bucket + dequant_buffer(job), step_extra=step)
+                     grads=t16 / job.world, optimizer=opt, buffers=dequant_buffer(job),
+                     backward_buffers=job.act_bytes * a.zero_bucket, step_extra=step,
+                     **_terms(job, Strategy.ZERO2, a))
 
 
 def _gathered(job: Job, a: Assumptions) -> float:
@@ -207,14 +298,15 @@ def _gathered(job: Job, a: Assumptions) -> float:
 
 def zero3(job: Job, a: Assumptions) -> Breakdown:
     """DeepSpeed ZeRO-3: parameters, gradients and optimizer states all sharded. The
-    gradient partition is one flat buffer allocated at start-up, so it is always there."""
+    gradient partition is one flat buffer and the reduce bucket another, both allocated at
+    start-up, so both are always there."""
     n = job.world
     t16, opt, step = _zero_common(job)
-    bucket = job.act_bytes * min(a.zero_bucket, job.trainable)
+    bucket = job.act_bytes * a.zero_bucket
     return Breakdown(strategy=Strategy.ZERO3, params=(frozen_bytes(job, a) + t16) / n,
-                     grads=t16 / n, grads_in_forward=True, optimizer=opt,
-                     activations=activation_bytes(batch(job, Strategy.ZERO3, a)),
-                     buffers=bucket + _gathered(job, a) + dequant_buffer(job), step_extra=step)
+                     grads=t16 / n, grads_in_forward=True, grads_persist=True, optimizer=opt,
+                     buffers=bucket + _gathered(job, a) + dequant_buffer(job), step_extra=step,
+                     **_terms(job, Strategy.ZERO3, a))
 
 
 def zero3_offload(job: Job, a: Assumptions) -> Breakdown:
@@ -222,11 +314,11 @@ def zero3_offload(job: Job, a: Assumptions) -> Breakdown:
     what is gathered or being reduced; the host holds the rest (reported as `host`)."""
     n = job.world
     t16, opt, _ = _zero_common(job)
-    bucket = job.act_bytes * min(a.zero_bucket, job.trainable)
+    bucket = job.act_bytes * a.zero_bucket
     host = (frozen_bytes(job, a) + t16) / n + opt + t16 / n
     return Breakdown(strategy=Strategy.ZERO3_OFFLOAD, params=0.0, grads=0.0, optimizer=0.0,
-                     activations=activation_bytes(batch(job, Strategy.ZERO3_OFFLOAD, a)),
-                     buffers=bucket + _gathered(job, a) + dequant_buffer(job), host=host)
+                     buffers=bucket + _gathered(job, a) + dequant_buffer(job), host=host,
+                     **_terms(job, Strategy.ZERO3_OFFLOAD, a))
 
 
 def mp(job: Job, a: Assumptions) -> Breakdown:
@@ -234,11 +326,10 @@ def mp(job: Job, a: Assumptions) -> Breakdown:
     busiest GPU also computes the loss over the vocabulary. Nodes replicate with DDP."""
     g = job.gpus_per_node
     t = trainable_bytes(job, Strategy.MP) * job.trainable
-    x = batch(job, Strategy.MP, a)
     buckets = t / g if job.nodes > 1 else 0.0
     return Breakdown(strategy=Strategy.MP, params=(frozen_bytes(job, a) + t) / g, grads=t / g,
-                     optimizer=2 * t / g, activations=saved_bytes(x) / g + loss_working_set(x),
-                     buffers=buckets + dequant_buffer(job))
+                     optimizer=2 * t / g, buffers=buckets + dequant_buffer(job),
+                     **_terms(job, Strategy.MP, a, share=g))
 
 
 ESTIMATORS = {Strategy.DDP: ddp, Strategy.FSDP: fsdp, Strategy.ZERO1: zero1,

@@ -16,12 +16,13 @@ import click
 
 from mgft.errors import SpecError
 from mgft.plan.memory import DTYPE_BYTES, GIB
-from mgft.spec import Tuning
+from mgft.spec import Kernels, Tuning
 
 PLAN_FLAGS = {
     "--model": "train.model", "--tuning": "train.tuning", "--micro-batch": "train.micro_batch",
     "--seq-len": "train.seq_len", "--grad-accum": "train.grad_accum", "--lora-r": "train.lora_r",
-    "--lora-dropout": "train.lora_dropout", "--gpus": "resources.gpus",
+    "--lora-dropout": "train.lora_dropout", "--kernels": "train.kernels",
+    "--gpus": "resources.gpus",
     "--nodes": "resources.nodes", "--gpu-memory": "plan.gpu_memory_gib",
     "--margin": "plan.margin",
 }
@@ -33,6 +34,7 @@ _OWN_HELP = {
     "--margin": "Fraction of GPU memory kept free (fragmentation, estimate error).  "
                 "[default: 0.1]",
 }
+_CHOICES: dict[str, type] = {"--tuning": Tuning, "--kernels": Kernels}
 ParamHelp = Callable[[str], tuple[str, str]]
 
 
@@ -43,13 +45,16 @@ def plan_options(field_help: ParamHelp) -> Callable[[Callable[..., Any]], Callab
         func = click.option("--activation-checkpointing/--no-activation-checkpointing",
                             default=False, help="Recompute each layer in the backward pass "
                             "instead of keeping its activations.  [default: off]")(func)
+        func = click.option("--packing/--no-packing", default=True,
+                            help="Pack several samples per --seq-len sequence (as the trainer "
+                            "does by default); off: padded micro-batches.  [default: on]")(func)
         func = click.option("--dtype", default="bf16", metavar="[bf16|fp16|fp32]",
                             help="Weight and activation dtype.  [default: bf16]")(func)
         for flag, path in reversed(PLAN_FLAGS.items()):
             text, metavar = field_help(path)
             text = MODEL_HELP if flag == "--model" else _OWN_HELP.get(flag, text)
-            if flag == "--tuning":
-                metavar = "[" + "|".join(t.value for t in Tuning) + "]"
+            if flag in ("--tuning", "--kernels"):
+                metavar = "[" + "|".join(t.value for t in _CHOICES[flag]) + "]"
             func = click.option(flag, flag[2:].replace("-", "_"), default=None, metavar=metavar,
                                 required=flag == "--model", help=text)(func)
         return func
@@ -94,7 +99,7 @@ def job_from_options(options: dict[str, Any]):
               micro_batch=v["--micro-batch"], seq_len=v["--seq-len"],
               grad_accum=v["--grad-accum"], checkpointing=options["activation_checkpointing"],
               lora_r=v["--lora-r"], lora_dropout=v["--lora-dropout"], gpus_per_node=v["--gpus"],
-              nodes=v["--nodes"])
+              nodes=v["--nodes"], kernels=v["--kernels"], packing=options["packing"])
     return job, Budget(gpu_memory_gib=v["--gpu-memory"], margin=v["--margin"])
 
 
@@ -129,15 +134,15 @@ def to_json(plan) -> dict[str, Any]:
         "job": {"tuning": job.tuning.value, "dtype": job.dtype, "micro_batch": job.micro_batch,
                 "seq_len": job.seq_len, "grad_accum": job.grad_accum,
                 "activation_checkpointing": job.checkpointing, "lora_r": job.lora_r,
+                "kernels": job.kernels.value, "packing": job.packing,
                 "gpus_per_node": job.gpus_per_node, "nodes": job.nodes},
         "budget": {"gpu_memory_gib": plan.budget.gpu_memory_gib, "margin": plan.budget.margin,
                    "overhead_gib": plan.budget.overhead_gib,
                    "usable_gib": _gib(plan.budget.usable)},
         "strategies": [{
-            "strategy": r.strategy.value, "params_gib": _gib(r.breakdown.params),
-            "grads_gib": _gib(r.breakdown.grads), "optimizer_gib": _gib(r.breakdown.optimizer),
-            "activations_gib": _gib(r.breakdown.activations),
-            "buffers_gib": _gib(r.breakdown.buffers), "peak_gib": _gib(r.breakdown.peak),
+            "strategy": r.strategy.value,
+            **{f"{name}_gib": _gib(value) for name, value in r.breakdown.terms().items()},
+            "peak_gib": _gib(r.breakdown.peak), "peak_at": r.breakdown.peak_moment,
             "host_gib": _gib(r.breakdown.host), "fits": r.fits,
             "max_micro_batch": r.max_micro_batch} for r in plan.rows],
         "recommended": plan.choice.value if plan.choice else None,
@@ -153,16 +158,17 @@ def print_table(plan) -> None:
     table = Table(title=f"Per-GPU memory (GiB): {arch.name}, {job.tuning.value}, "
                         f"{job.nodes} x {job.gpus_per_node} GPUs of "
                         f"{plan.budget.gpu_memory_gib:g} GiB", title_justify="left")
-    for name in ("strategy", "params", "grads", "optimizer", "activations", "buffers", "peak",
-                 "fits", "max micro-batch"):
-        table.add_column(name, justify="left" if name == "strategy" else "right",
+    for name in ("strategy", "params", "grads", "optimizer", "activations", "loss", "buffers",
+                 "eval", "peak", "at", "fits", "max micro-batch"):
+        table.add_column(name, justify="left" if name in ("strategy", "at") else "right",
                          no_wrap=name == "strategy")
     for r in plan.rows:
         b = r.breakdown
         mark = "*" if r.strategy is plan.choice else ""
         table.add_row(f"{r.strategy.value}{mark}", *(f"{x / GIB:.1f}" for x in (
-            b.params, b.grads, b.optimizer, b.activations, b.buffers, b.peak)),
-            "yes" if r.fits else "no", str(r.max_micro_batch),
+            b.params, b.grads, b.optimizer, b.activations + b.recompute, b.loss,
+            b.buffers + b.backward_buffers + b.step_extra, b.eval, b.peak)),
+            b.peak_moment, "yes" if r.fits else "no", str(r.max_micro_batch),
             style="bold" if mark else None)
     console = Console(highlight=False, soft_wrap=True)  # sentences wrap where the terminal does
     if not console.is_terminal:
@@ -171,8 +177,11 @@ def print_table(plan) -> None:
     share = 100 * job.trainable / arch.params
     console.print(f"model: {_count(arch.params)} parameters, {_count(job.trainable)} "
                   f"trained ({share:.2f}%); micro-batch {job.micro_batch} x seq-len "
-                  f"{job.seq_len}, {job.dtype}, activation checkpointing "
+                  f"{job.seq_len}, {job.dtype}, kernels {job.kernels.value}, packing "
+                  f"{'on' if job.packing else 'off'}, activation checkpointing "
                   f"{'on' if job.checkpointing else 'off'}")
+    console.print("at: the run's highest moment (forward: end of the forward pass; step: end "
+                  "of the backward pass; eval: the evaluation pass after training)")
     b = plan.budget
     console.print(f"usable per GPU: {b.gpu_memory_gib:g} GiB - {b.margin:.0%} margin - "
                   f"{b.overhead_gib:g} GiB CUDA context and NCCL = {b.usable / GIB:.1f} GiB")

@@ -71,13 +71,16 @@ def test_cpu_and_mp_rules() -> None:
     notes: list[str] = []
     cpu = build(notes, **{"train.model": "/m/x", "train.strategy": "auto", "resources.gpus": 0})
     assert cpu.train.strategy is Strategy.DDP and "on CPU" in notes[0]
-    # 70B LoRA without checkpointing on 8 x 40 GiB: only splitting the layers fits...
+    # 70B LoRA without checkpointing on 8 x 48 GiB: of the preferred strategies only splitting
+    # the layers fits...
     flags = {"train.model": "/m/llama-3-70b", "train.strategy": "auto", "resources.gpus": 8,
-             "train.micro_batch": 1, "plan.gpu_memory_gib": 40}
+             "train.micro_batch": 1, "plan.gpu_memory_gib": 48}
     assert build(**flags).train.strategy is Strategy.MP
-    # ...and an explicit process per GPU rules mp out.
+    # ...and an explicit process per GPU rules mp out, leaving offload.
+    per_gpu = build(**flags, **{"resources.nproc_per_node": 8})
+    assert per_gpu.train.strategy is Strategy.ZERO3_OFFLOAD
     with pytest.raises(SpecError, match="no strategy fits"):
-        build(**flags, **{"resources.nproc_per_node": 8})
+        build(**flags | {"plan.gpu_memory_gib": 40}, **{"resources.nproc_per_node": 8})
 
 
 def test_render_prints_the_choice_on_stderr_and_the_job_on_stdout() -> None:
@@ -88,3 +91,18 @@ def test_render_prints_the_choice_on_stderr_and_the_job_on_stdout() -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.startswith("mgft: --strategy auto: zero2 ")
     assert "--strategy=zero2" in proc.stdout and "--strategy=auto" not in proc.stdout
+
+
+def test_the_plan_reads_kernels_packing_and_checkpointing_from_the_spec() -> None:
+    from mgft.plan.auto import job_of
+    from mgft.spec import Kernels
+
+    spec = build(**{"train.model": "/m/llama-3-8b", "resources.gpus": 4,
+                    "train.kernels": "none", "train.packing": False,
+                    "train.activation_checkpointing": True})
+    job = job_of(spec, KNOWN["llama-3-8b"])
+    assert (job.kernels, job.packing, job.checkpointing) == (Kernels.NONE, False, True)
+    default = job_of(build(**{"train.model": "/m/llama-3-8b", "resources.gpus": 4}),
+                     KNOWN["llama-3-8b"])
+    assert (default.kernels, default.packing, default.checkpointing) == (
+        Kernels.AUTO, True, False)

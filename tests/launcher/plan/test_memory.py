@@ -5,10 +5,10 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from mgft.plan.activations import activation_bytes
+from mgft.plan.activations import eval_bytes, loss_working_set, saved_bytes
 from mgft.plan.arch import KNOWN, Arch
 from mgft.plan.memory import ALL, Assumptions, Breakdown, Job, batch, estimate
-from mgft.spec import Strategy, Tuning
+from mgft.spec import Kernels, Strategy, Tuning
 
 SMALL = Arch(name="small", family="llama", vocab=1000, hidden=64, intermediate=128, layers=2,
              heads=4, kv_heads=2, head_dim=16, tied=False)
@@ -20,8 +20,10 @@ def job(**kw) -> Job:
     return Job(**{"arch": SMALL, "tuning": Tuning.FULL, "gpus_per_node": 2} | kw)
 
 
-def act(j: Job, s: Strategy) -> float:
-    return activation_bytes(batch(j, s, A))
+def terms(j: Job, s: Strategy) -> dict[str, float]:
+    x = batch(j, s, A)
+    return {"activations": saved_bytes(x), "loss": loss_working_set(x),
+            "eval": eval_bytes(j.arch, A.eval_rows, j.seq_len)}
 
 
 def test_ddp_full_by_hand() -> None:
@@ -29,7 +31,11 @@ def test_ddp_full_by_hand() -> None:
     b = estimate(j, Strategy.DDP)
     # bf16 weights, bf16 grads, AdamW's two bf16 states, the reducer's bf16 bucket copy
     assert (b.params, b.grads, b.optimizer, b.buffers) == (2 * P, 2 * P, 4 * P, 2 * P)
-    assert b.peak == 8 * P + max(act(j, Strategy.DDP), 2 * P)
+    t = terms(j, Strategy.DDP)
+    assert (b.activations, b.loss, b.eval) == (t["activations"], t["loss"], t["eval"])
+    assert b.moments == {"forward": 8 * P + t["activations"] + t["loss"], "step": 10 * P,
+                         "eval": 8 * P + t["eval"]}
+    assert b.peak == max(b.moments.values())
     single = estimate(job(gpus_per_node=1), Strategy.DDP)
     assert single.buffers == 0  # one process is not wrapped in DDP: no buckets
 
@@ -40,6 +46,7 @@ def test_ddp_lora_and_qlora_by_hand() -> None:
     # frozen bf16 base; fp32 adapters (peft), their fp32 grads, two fp32 Adam states, bucket
     assert (b.params, b.grads, b.optimizer, b.buffers) == (
         2 * P + 4 * lora, 4 * lora, 8 * lora, 4 * lora)
+    assert batch(job(tuning=Tuning.LORA), Strategy.DDP, A).lora_bytes == 4  # input cast to fp32
     q = estimate(job(tuning=Tuning.QLORA), Strategy.DDP)
     nf4 = 0.5 + 1 / 64 + 4 / (64 * 256)
     linear = SMALL.layers * (64 * 64 + 2 * 64 * 32 + 64 * 64 + 3 * 64 * 128)
@@ -56,8 +63,14 @@ def test_zero_stages_by_hand() -> None:
     assert (z2.params, z2.grads) == (2 * P, 2 * P / 4)
     assert (z3.params, z3.grads) == (2 * P / 4, 2 * P / 4)
     assert z1.step_extra == z2.step_extra == z3.step_extra == 4 * P / 4  # fp32 grad partition
-    assert z2.buffers == 2 * P  # the reduce bucket, capped by what there is to reduce
-    assert z3.grads_in_forward and not z2.grads_in_forward
+    # the reduce bucket is allocated whole (500M bf16 elements) however small the model:
+    # from the backward pass on under ZeRO-1/2, from start-up under ZeRO-3
+    assert z1.backward_buffers == z2.backward_buffers == 2 * 500_000_000
+    assert z1.buffers == z2.buffers == 0 and z3.backward_buffers == 0
+    gathered = 2 * (SMALL.vocab * SMALL.hidden + SMALL.params)  # lm_head + prefetch (capped)
+    assert z3.buffers == 2 * 500_000_000 + gathered
+    assert z3.grads_in_forward and z3.grads_persist and not z2.grads_in_forward
+    assert z3.moments["eval"] == z3.static + z3.grads + z3.eval  # the flat gradient buffer
     off = estimate(j, Strategy.ZERO3_OFFLOAD)
     assert (off.params, off.grads, off.optimizer) == (0, 0, 0)
     assert off.host == 2 * P / 4 + 12 * P / 4 + 2 * P / 4
@@ -66,12 +79,49 @@ def test_zero_stages_by_hand() -> None:
 def test_fsdp_and_mp_by_hand() -> None:
     j = job(gpus_per_node=4)
     f = estimate(j, Strategy.FSDP)
-    assert (f.params, f.grads, f.optimizer) == (2 * P / 4, 2 * P / 4, 4 * P / 4)
-    root = 2 * (SMALL.embed_params + SMALL.head_params) * 3 / 4
-    two_layers = 2 * 2 * SMALL.layer_params * 3 / 4
-    assert f.buffers == pytest.approx(root + two_layers + 2 * P / SMALL.layers)
+    # full fine-tuning under FSDP: fp32 shards (the master weights), fp32 gradients and states
+    assert (f.params, f.grads, f.optimizer) == (4 * P / 4, 4 * P / 4, 8 * P / 4)
+    root = 2 * (SMALL.embed_params + SMALL.head_params)  # gathered in bf16, whole
+    two_layers = 2 * 2 * SMALL.layer_params
+    assert f.buffers == root + two_layers
+    # a unit's bf16 gradients and their fp32 copy for the reduce-scatter
+    assert f.backward_buffers == 6 * SMALL.layer_params
+    assert f.step_extra == 6 * (SMALL.embed_params + SMALL.head_params)
+    lora = estimate(job(gpus_per_node=4, tuning=Tuning.LORA), Strategy.FSDP)
+    adapters = SMALL.lora_params(16)
+    assert lora.params == (2 * P + 4 * adapters) / 4 and lora.step_extra == 0
+    # mixed precision gathers the fp32 adapters in bf16: peft casts no input
+    assert batch(job(tuning=Tuning.LORA), Strategy.FSDP, A).lora_bytes == 2
     m = estimate(j, Strategy.MP)
     assert (m.params, m.grads, m.optimizer, m.buffers) == (2 * P / 4, 2 * P / 4, 4 * P / 4, 0)
+    assert m.activations == terms(j, Strategy.MP)["activations"] / 4
+
+
+@pytest.mark.parametrize("strategy", ALL)
+def test_kernels_decide_the_loss_and_the_attention(strategy: Strategy) -> None:
+    """auto is Liger on GPUs (the image installs it), with the fused loss except under
+    ZeRO-3, where the trainer keeps the logits; packing then runs flash varlen attention."""
+    fused = strategy not in (Strategy.ZERO3, Strategy.ZERO3_OFFLOAD)
+    for kernels in (Kernels.AUTO, Kernels.LIGER):
+        x = batch(job(kernels=kernels), strategy, A)
+        assert x.liger and x.fused_loss is fused and x.varlen and not x.has_mask
+    none = batch(job(kernels=Kernels.NONE), strategy, A)
+    assert not (none.liger or none.fused_loss or none.varlen) and none.has_mask
+    bare = batch(job(), strategy, dataclasses.replace(A, liger_installed=False))
+    assert not bare.liger and bare.varlen  # varlen needs only torch, not liger-kernel
+    padded = batch(job(packing=False), strategy, A)
+    assert not padded.varlen and not padded.packed and padded.padded
+
+
+def test_the_evaluation_pass_can_be_the_peak() -> None:
+    """Llama-3.2-1B: the evaluation pass's logits over 16 x 1024 tokens (21 GB) outweigh a
+    LoRA step with the fused loss."""
+    j = Job(arch=KNOWN["llama-3.2-1b"], gpus_per_node=4, micro_batch=2, seq_len=1024)
+    b = estimate(j, Strategy.DDP)
+    assert b.peak_moment == "eval" and b.peak == b.static + b.eval
+    assert b.eval == pytest.approx(10 * 16 * 1024 * 128256, rel=0.01)
+    fewer = estimate(j, Strategy.DDP, dataclasses.replace(A, eval_rows=1))
+    assert fewer.peak_moment == "forward"
 
 
 @pytest.mark.parametrize("strategy,fields", [
@@ -94,8 +144,8 @@ def test_sharded_terms_divide_by_the_world_size(strategy, fields, tuning) -> Non
 @pytest.mark.parametrize("strategy", ALL)
 @pytest.mark.parametrize("tuning", list(Tuning))
 def test_peak_grows_with_the_batch_and_not_with_more_gpus(strategy, tuning) -> None:
-    """Non-decreasing rather than growing: when the end of the backward pass is the peak (full
-    fine-tuning's gradients), a bigger batch only raises the other moment."""
+    """Non-decreasing rather than growing: when the end of the backward pass or the
+    evaluation pass is the peak, a bigger batch only raises another moment."""
     base = Job(arch=KNOWN["llama-3-8b"], tuning=tuning, gpus_per_node=2, micro_batch=2,
                seq_len=512)
     b = estimate(base, strategy)
@@ -103,7 +153,9 @@ def test_peak_grows_with_the_batch_and_not_with_more_gpus(strategy, tuning) -> N
         grown = estimate(dataclasses.replace(base, **bigger), strategy)
         assert grown.activations > b.activations and grown.peak >= b.peak
     if tuning is not Tuning.FULL:
-        assert estimate(dataclasses.replace(base, lora_r=64), strategy).peak > b.peak
+        wider = estimate(dataclasses.replace(base, lora_r=64), strategy)
+        # (offload holds no adapter on the GPU, and its peak is the evaluation pass)
+        assert wider.activations > b.activations and wider.peak >= b.peak
     if strategy is not Strategy.DDP:  # DDP replicates; everything else holds less on more GPUs
         assert estimate(dataclasses.replace(base, gpus_per_node=8), strategy).peak <= b.peak
     ckpt = estimate(dataclasses.replace(base, checkpointing=True), strategy)
@@ -113,21 +165,43 @@ def test_peak_grows_with_the_batch_and_not_with_more_gpus(strategy, tuning) -> N
 def test_peak_is_the_larger_moment_of_a_step() -> None:
     b = Breakdown(strategy=Strategy.DDP, params=10, grads=5, optimizer=20, activations=30,
                   buffers=1)
-    assert b.peak == 61  # end of forward: activations, no gradients yet
+    assert b.peak == 61 and b.peak_moment == "forward"  # activations, no gradients yet
     assert dataclasses.replace(b, grads_in_forward=True).peak == 66
     assert dataclasses.replace(b, step_extra=100).peak == 136  # the optimizer step
+    assert dataclasses.replace(b, loss=7, recompute=4).peak == 68  # never both at once
+    assert dataclasses.replace(b, backward_buffers=2).moments == {
+        "forward": 63, "step": 38, "eval": 31}
+    ev = dataclasses.replace(b, eval=50, grads_persist=True)
+    assert ev.peak == 86 and ev.peak_moment == "eval"  # ZeRO-3's gradients stay
 
 
 def test_gradient_accumulation_keeps_gradients_through_the_forward_pass() -> None:
     one, two = (estimate(job(grad_accum=k), Strategy.DDP) for k in (1, 2))
-    assert not one.grads_in_forward and two.grads_in_forward
-    assert two.peak == one.peak - max(one.activations, one.grads) + one.activations + one.grads
+    assert not one.grads_in_forward and two.grads_in_forward and not two.grads_persist
+    assert two.moments["forward"] == one.moments["forward"] + one.grads
+    assert two.moments["eval"] == one.moments["eval"]  # zero_grad freed them by then
 
 
 def test_assumptions_change_what_they_should() -> None:
     j = Job(arch=KNOWN["llama-3-8b"], tuning=Tuning.FULL, gpus_per_node=8)
     small = dataclasses.replace(A, zero_bucket=50_000_000)
-    assert estimate(j, Strategy.ZERO2, small).buffers == 2 * 50_000_000
-    assert estimate(j, Strategy.ZERO2).buffers == 2 * 500_000_000
+    assert estimate(j, Strategy.ZERO2, small).backward_buffers == 2 * 50_000_000
+    assert estimate(j, Strategy.ZERO2).backward_buffers == 2 * 500_000_000
+    padded = dataclasses.replace(j, packing=False, kernels=Kernels.NONE)
     unpadded = dataclasses.replace(A, padded=False)
-    assert estimate(j, Strategy.DDP, unpadded).activations < estimate(j, Strategy.DDP).activations
+    assert estimate(padded, Strategy.DDP, unpadded).activations < estimate(
+        padded, Strategy.DDP).activations
+    no_gqa = dataclasses.replace(A, varlen_gqa=False)
+    assert estimate(j, Strategy.DDP, no_gqa).activations > estimate(j, Strategy.DDP).activations
+
+
+def test_assumptions_follow_the_trainer() -> None:
+    """The evaluation pass's rows and the strategies without the fused loss are the trainer's
+    own constants, read here so that a change there fails here."""
+    pytest.importorskip("torch")
+    from mgft.plan.memory import NO_FUSED_LOSS
+    from mgft_train.evaluate import EVAL_ROWS
+
+    assert A.eval_rows == EVAL_ROWS
+    kernels = pytest.importorskip("mgft_train.kernels", reason="the trainer's Liger module")
+    assert set(NO_FUSED_LOSS) == set(kernels.NO_FUSED_LOSS)

@@ -36,7 +36,7 @@ def test_json_holds_every_strategy_as_estimated() -> None:
 
 def test_table_names_every_strategy_and_the_recommendation() -> None:
     result = plan("--model", "llama-3-70b", "--tuning", "full", "--gpus", "8", "--nodes", "2",
-                  "--micro-batch", "1", "--activation-checkpointing")
+                  "--micro-batch", "1", "--activation-checkpointing", "--gpu-memory", "141")
     assert result.exit_code == 0, result.output
     for strategy in ("ddp", "fsdp", "zero1", "zero2", "zero3", "zero3-offload", "mp"):
         assert f"│ {strategy}" in result.output
@@ -78,3 +78,24 @@ print(sorted(m for m in heavy if m in sys.modules))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_kernels_and_packing_flags_reach_the_estimate() -> None:
+    def peaks(*extra: str) -> dict:
+        result = plan("--model", "llama-3-8b", "--gpus", "4", "--micro-batch", "4", "--json",
+                      *extra)
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.output)
+        return data["job"] | {r["strategy"]: r for r in data["strategies"]}
+
+    liger, none = peaks(), peaks("--kernels", "none", "--no-packing")
+    assert (liger["kernels"], liger["packing"]) == ("auto", True)
+    assert (none["kernels"], none["packing"]) == ("none", False)
+    # the logits path holds 12 bytes per token and vocabulary entry; the fused loss does not
+    assert none["ddp"]["loss_gib"] > 20 * liger["ddp"]["loss_gib"]
+    assert none["ddp"]["activations_gib"] > liger["ddp"]["activations_gib"]
+    # ZeRO-3 keeps the logits path whatever the kernels
+    assert liger["zero3"]["loss_gib"] == none["zero3"]["loss_gib"]
+    assert {"eval_gib", "peak_at", "backward_buffers_gib"} <= set(liger["ddp"])
+    bad = plan("--model", "llama-3-8b", "--kernels", "triton")
+    assert bad.exit_code == 2 and "--kernels triton" in bad.output
