@@ -35,7 +35,7 @@ class Batch:
     act_bytes: int = 2  # bf16 activations
     full: bool = False  # every weight trains (else: frozen base + LoRA adapters)
     lora_rank: int = 16
-    lora_bytes: int = 4  # the adapters' compute dtype: fp32 (peft) under DDP; else bf16
+    lora_bytes: int = 4  # the adapters' compute dtype: the activations' (2 on GPUs)
     lora_dropout: bool = True
     # CUDA's fused dropout keeps a 1-byte bool mask; CPU keeps a mask in the input's dtype.
     dropout_mask_bytes: int = 1

@@ -55,9 +55,9 @@ class Assumptions:
     # torch's varlen_attn takes fewer k/v heads than q heads (enable_gqa); without it the
     # trainer repeats k and v to every head.
     varlen_gqa: bool = True
-    # The trainer's evaluation pass after training: one no-grad forward over this many
-    # samples (mgft_train.evaluate.EVAL_ROWS), padded to the longest of them: eval_len
-    # tokens when the data's longest sample is known, else --seq-len.
+    # The trainer's evaluation pass after training: no-grad forwards over this many samples
+    # (mgft_train.evaluate.EVAL_ROWS), --micro-batch rows at a time, each padded to its
+    # longest: eval_len tokens when the data's longest sample is known, else --seq-len.
     eval_rows: int = 16
     eval_len: int | None = None
     # Outside PyTorch's allocator, so never in max_memory_allocated: the CUDA context, cuBLAS
@@ -199,7 +199,9 @@ def batch(job: Job, strategy: Strategy, a: Assumptions) -> Batch:
     on = liger(job, a)
     return Batch(arch=job.arch, micro_batch=job.micro_batch, seq_len=job.seq_len,
                  act_bytes=job.act_bytes, full=job.tuning is Tuning.FULL,
-                 lora_rank=job.lora_r, lora_bytes=compute_bytes(job, strategy),
+                 # Adapters compute in bf16 everywhere: autocast (DDP, mp), mixed precision
+                 # (FSDP), the bf16 engine (DeepSpeed); mgft_train.parallel.engine.
+                 lora_rank=job.lora_r, lora_bytes=job.act_bytes,
                  lora_dropout=job.lora_dropout > 0, dropout_mask_bytes=a.dropout_mask_bytes,
                  padded=a.padded and not job.packing, packed=job.packing,
                  # varlen attention: packing with any --kernels but none (mgft_train.model)
@@ -215,8 +217,8 @@ def _terms(job: Job, strategy: Strategy, a: Assumptions, share: int = 1) -> dict
     x = batch(job, strategy, a)
     return {"activations": saved_bytes(x) / share, "loss": loss_working_set(x),
             "recompute": recompute_layer(x),
-            "eval": eval_bytes(job.arch, a.eval_rows, min(a.eval_len or job.seq_len, job.seq_len),
-                               job.act_bytes)}
+            "eval": eval_bytes(job.arch, min(a.eval_rows, job.micro_batch),
+                               min(a.eval_len or job.seq_len, job.seq_len), job.act_bytes)}
 
 
 def dequant_buffer(job: Job) -> float:
