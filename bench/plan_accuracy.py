@@ -148,7 +148,9 @@ def run_one(cfg: Config, model_dir: Path, data: Path, work: Path, args: argparse
            "--strategy", cfg.strategy, "--tuning", cfg.tuning, "--model", str(model_dir),
            "--dataset", str(data), "--output", str(out), "--max-steps", str(args.steps),
            "--micro-batch", str(fields["micro_batch"]), "--seq-len", str(args.seq_len),
-           "--lr", "1e-4", "--kernels", cfg.kernels,
+           # No checkpoints or final save: the plan predicts the training step, and writing
+           # a full fine-tune's optimizer state would cost device time, not information.
+           "--lr", "1e-4", "--kernels", cfg.kernels, "--save", "none",
            "--packing" if cfg.packing else "--no-packing",
            *(["--activation-checkpointing"] if cfg.checkpointing else [])]
     run_env = os.environ | GPU_SAFE_ENV
