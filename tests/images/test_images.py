@@ -97,3 +97,10 @@ def test_workflows() -> None:
     assert "make kind-e2e" in [s.get("run") for s in e2e_steps]
     assert any(s.get("uses", "").startswith("helm/kind-action") for s in e2e_steps)
     assert "make test" in (REPO / ".ci" / "run").read_text()
+
+
+def test_the_cuda_image_adds_liger_pinned_and_the_cpu_image_does_not() -> None:
+    """--kernels auto uses Liger where it is installed: the GPU image must have it."""
+    cuda = (REPO / "images/cuda/Dockerfile").read_text()
+    assert re.search(r'pip install --no-cache-dir --no-deps "liger-kernel==[\d.]+"', cuda)
+    assert "liger" not in (REPO / "images/cpu/Dockerfile").read_text()
