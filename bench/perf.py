@@ -22,6 +22,7 @@ deleted once read: a full fine-tune's checkpoint is ~100 GB).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -239,6 +240,7 @@ def summarize(run: Run, metrics: dict[str, Any], assets: Assets, matmul: dict[st
         "tokens_per_step": sum(step_tokens) / len(step_tokens),
         "tokens_per_step_per_gpu": sum(step_tokens) / len(step_tokens) / world,
         "per_step_records": bool(metrics.get("step_s")),
+        "step_s": metrics.get("step_s"), "step_tokens": metrics.get("step_tokens"),
         "tokens_per_s_per_gpu": per_gpu,
         "flops_per_token": flops,
         "achieved_tflops_per_gpu": per_gpu * flops / 1e12 if per_gpu else None,
@@ -328,10 +330,8 @@ def versions() -> dict[str, str]:
     found = {}
     for name in ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "deepspeed",
                  "liger-kernel", "mgft"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return found
 
 

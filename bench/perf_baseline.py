@@ -20,6 +20,7 @@ mgft_train.memory), and first_step_at (unix time the first step ended).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -207,7 +208,7 @@ def strategy_that_ran(wrapped: Any) -> tuple[str, dict[str, Any]]:
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    if type(wrapped).__name__ == "DeepSpeedEngine":
+    if "deepspeed" in sys.modules and isinstance(wrapped, sys.modules["deepspeed"].DeepSpeedEngine):
         stage = wrapped.zero_optimization_stage()
         return f"zero{stage}", {"deepspeed_stage": stage,
                                 "optimizer": type(wrapped.optimizer).__name__}
@@ -246,10 +247,8 @@ def versions() -> dict[str, str]:
     found = {}
     for name in ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "deepspeed",
                  "liger-kernel"):
-        try:
+        with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
-        except PackageNotFoundError:
-            pass
     return found
 
 
