@@ -113,8 +113,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             ["lora-ddp-2g"] if args.tiny else default_configs(args.gpus))
     except ValueError as err:
         p.error(f"--only: {err}")
-    widest = max(r.gpus for r in args.runs)
-    # Enough rows that no run wraps into a second epoch, with room to spare.
+    # Enough rows that no run wraps into a second epoch, with room to spare; not from --only,
+    # so every part of a split matrix trains on the same file.
+    widest = max([args.gpus, *(r.gpus for r in args.runs)])
     args.rows = args.rows or max(256, math.ceil(1.5 * args.steps * BASE_SAMPLES_PER_STEP * widest))
     return args
 
@@ -172,11 +173,16 @@ def command(run: Run, assets: Assets, args: argparse.Namespace, output: Path) ->
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc-per-node={run.gpus}", str(HERE / "perf_baseline.py"), *common,
                 *(["--cpu"] if args.tiny else []), *run.flags]
+    from mgft.flags import FLAGS
+
     procs = ["--gpus", "0", "--nproc-per-node", str(run.gpus)] if args.tiny else [
         "--gpus", str(run.gpus), "--gpu-ids", ",".join(str(i) for i in range(run.gpus))]
+    # Only metrics.json, like the recipe's save_strategy="no": a full fine-tune's checkpoint
+    # and final model are ~130 GB of writes (an mgft without --save writes them).
+    save = ["--save", "none"] if "--save" in FLAGS else []
     return [sys.executable, "-m", "mgft.cli", "submit", "--backend", "local", *procs, *common,
             "--random-init", "--micro-batch", str(micro_batch(run, assets)), "--grad-accum",
-            "1", "--seq-len", str(args.seq_len), *run.flags]
+            "1", "--seq-len", str(args.seq_len), *save, *run.flags]
 
 
 def launch(argv: list[str], env: dict[str, str], log: Path, timeout: int) -> tuple[Any, float]:
@@ -188,18 +194,27 @@ def launch(argv: list[str], env: dict[str, str], log: Path, timeout: int) -> tup
         f.flush()
         proc = subprocess.Popen(argv, env=env, stdout=f, stderr=subprocess.STDOUT,
                                 start_new_session=True)
+        code: Any = "timeout"
         try:
-            code: Any = proc.wait(timeout=timeout)
+            code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            code = "timeout"
-            for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
-                try:
-                    os.killpg(proc.pid, sig)
-                    proc.wait(timeout=grace)
-                    break
-                except (subprocess.TimeoutExpired, ProcessLookupError):
-                    continue
+            pass
+        finally:  # also when this driver is stopped (SIGTERM, Ctrl-C): leave no GPU busy
+            if proc.poll() is None:
+                _end_group(proc)
     return code, time.perf_counter() - start
+
+
+def _end_group(proc: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        try:
+            os.killpg(proc.pid, sig)
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+        except ProcessLookupError:
+            return
 
 
 def measure_matmul(args: argparse.Namespace, gpus: int, log: Path) -> dict[str, Any] | None:
@@ -262,7 +277,9 @@ def summarize(run: Run, metrics: dict[str, Any], assets: Assets, matmul: dict[st
             "seq_len": args.seq_len,
             "kernels": "none" if "nokernels" in run.ablations else "auto",
             "kernels_used": _flat(metrics.get("kernels")), "packing": run.packing,
-            "activation_checkpointing": "ckpt" in run.ablations, "lora_r": LORA_R,
+            "activation_checkpointing": metrics.get("activation_checkpointing",
+                                                    "ckpt" in run.ablations),
+            "lora_r": LORA_R,
             "peak_gib_per_gpu": max(peaks)}
     else:
         row["recipe"] = metrics.get("recipe")
@@ -287,7 +304,7 @@ def run_one(run: Run, assets: Assets, matmul: dict[str, Any] | None,
         "name": run.name, "impl": run.impl, "tuning": run.tuning, "strategy": run.strategy,
         "gpus": run.gpus, "ablations": list(run.ablations), "exit": code,
         "wall_s": round(wall, 1), "launched_at": launched_at, "command": shlex.join(argv),
-        "log": str(log)}
+        "log": str(log.relative_to(args.out))}
     metrics_file = output / "metrics.json"
     try:
         if code != 0 or not metrics_file.is_file():
@@ -360,6 +377,9 @@ def write(result: dict[str, Any], out: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # `timeout` or a scheduler stops the driver with SIGTERM: unwind, so the run in flight is
+    # ended (launch) and everything finished before it is already in perf.json.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     try:
         previous = load_previous(args)
     except SystemExit as err:

@@ -164,3 +164,18 @@ def test_bad_run_names_are_refused_before_anything_runs(tmp_path):
     assert proc.returncode == 2
     assert "impl 'trl'" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_run_past_its_timeout_is_ended_with_everything_it_started(tmp_path):
+    from perf import launch
+
+    pids = tmp_path / "pids"
+    # A launcher that starts a worker and waits, as torchrun does.
+    script = f"sleep 300 & echo $! > {pids}; wait"
+    code, wall = launch(["bash", "-c", script], dict(os.environ), tmp_path / "log", timeout=2)
+    assert code == "timeout"
+    assert wall < 30
+    worker = int(pids.read_text())
+    assert not Path(f"/proc/{worker}").exists() or \
+        Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z"
+    assert (tmp_path / "log").read_text().startswith("$ bash -c ")
