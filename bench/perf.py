@@ -287,6 +287,9 @@ def summarize(run: Run, metrics: dict[str, Any], assets: Assets, matmul: dict[st
 
 
 def _flat(value: Any) -> Any:
+    """A scalar for the flat config record: lists (mgft's applied kernels) comma-joined."""
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
     return value if value is None or isinstance(value, str | int | float | bool) else \
         json.dumps(value, sort_keys=True)
 

@@ -224,6 +224,13 @@ def strategy_that_ran(wrapped: Any) -> tuple[str, dict[str, Any]]:
     return "single", {}
 
 
+def recomputes(wrapped: Any) -> bool:
+    """Activation checkpointing as it ran: transformers marks the layers it recomputes, FSDP
+    wraps them in CheckpointWrapper."""
+    return any(getattr(m, "gradient_checkpointing", False) is True
+               or type(m).__name__ == "CheckpointWrapper" for m in wrapped.modules())
+
+
 def peak_bytes(device: Any) -> int:
     """As mgft_train.memory.device_peak_bytes: max_memory_allocated, or peak RSS on CPU."""
     import torch
@@ -273,6 +280,8 @@ def collect(args: argparse.Namespace, config: Any, trainer: Any, meter: Meter,
         "distributed_type": str(trainer.accelerator.distributed_type),
         "model_wrapper": type(trainer.model_wrapped).__name__,
         "device": config.device.type, "tuning": args.tuning,
+        "attention": getattr(trainer.model.config, "_attn_implementation", None),
+        "activation_checkpointing": recomputes(trainer.model_wrapped),
         "steps": len(meter.losses), "losses": meter.losses,
         "first_loss": meter.losses[0], "last_loss": meter.losses[-1],
         "tokens": sum(meter.step_tokens), "step_s": meter.step_s,
@@ -292,8 +301,9 @@ def recipe_record(args: argparse.Namespace, config: Any) -> dict[str, Any]:
 
     fields = ("per_device_train_batch_size", "gradient_accumulation_steps", "learning_rate",
               "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay",
-              "max_grad_norm", "optim", "bf16", "activation_checkpointing",
-              "gradient_checkpointing_kwargs", "packing", "padding_free", "max_length",
+              "max_grad_norm", "optim", "bf16", "gradient_checkpointing",
+              "activation_checkpointing", "gradient_checkpointing_kwargs", "packing",
+              "padding_free", "max_length",
               "completion_only_loss", "loss_type", "logging_steps", "dataloader_num_workers",
               "ddp_find_unused_parameters", "use_liger_kernel", "fsdp_config", "deepspeed",
               "average_tokens_across_devices", "seed")

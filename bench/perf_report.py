@@ -117,6 +117,7 @@ def markdown(result: dict[str, Any]) -> str:
         "2 x grad-accum 4 per GPU, no packing. tok/s/GPU: real (non-pad) tokens over the steps "
         "after warm-up. MFU: model FLOPs/s over the bf16 matmul throughput measured in the same "
         "invocation. vs recipe: mgft / recipe, same tuning, strategy and GPUs.", "",
+        *_setup_lines(result),
         "| run | status | ran | tok/s/GPU | vs recipe | MFU | peak GiB/GPU | first step s | "
         "tokens/step | loss first -> last | loss gap | batch diff |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -147,6 +148,22 @@ def markdown(result: dict[str, Any]) -> str:
         verdict = j["note"] or ("pass" if j["passed"] else "FAIL")
         lines.append(f"| {j['target']} | {value} | {verdict} |")
     return "\n".join(lines) + "\n"
+
+
+def _setup_lines(result: dict[str, Any]) -> list[str]:
+    """Batch, FLOPs and matmul figures of the latest invocation (absent if it ran nothing)."""
+    if "global_batch" not in result:
+        return []
+    b, d, mm = result["global_batch"], result["data"], result.get("matmul")
+    flops = result["flops_per_token"]
+    peak = (f"{sum(x['tflops'] for x in mm['devices']) / len(mm['devices']):.3g} TFLOP/s "
+            f"({mm['devices'][0]['dtype']}, {mm['n']}^3)" if mm else "not measured")
+    return [f"Per GPU and optimizer step: recipe {b['base_samples_per_gpu_step']} rows, "
+            f"~{b['base_tokens_per_gpu_step']:,.0f} tokens; mgft {b['mgft_micro_batch']} packs of "
+            f"~{d['mgft_mean_pack_tokens']:,.0f}, ~{b['mgft_tokens_per_gpu_step']:,.0f} tokens. "
+            f"Model FLOPs per token: LoRA {flops['lora']['total'] / 1e9:.3g} G, full "
+            f"{flops['full']['total'] / 1e9:.3g} G ({flops['lora']['formula']}). Matmul "
+            f"throughput per GPU: {peak}.", ""]
 
 
 def _guard_cell(g: dict[str, Any] | None, key: str, ok: str, fmt: str) -> str:

@@ -60,7 +60,7 @@ def test_both_sides_ran_distributed_on_two_gloo_processes(bench):
     assert runs["base-lora-ddp-2g"]["ran"]["model_wrapper"] == "DistributedDataParallel"
     # The recipe as TRL 1.16 ships it: activation checkpointing on by default, no packing.
     settings = runs["base-lora-ddp-2g"]["recipe"]["settings"]
-    assert settings["activation_checkpointing"] is True
+    assert settings["gradient_checkpointing"] is True
     assert settings["packing"] is False
     assert (settings["per_device_train_batch_size"], settings["gradient_accumulation_steps"]) \
         == (2, 4)
