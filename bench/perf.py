@@ -33,7 +33,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -44,32 +43,19 @@ import perf_report  # noqa: E402
 from bench_assets import GPU_SAFE_ENV, model_config, sft_rows  # noqa: E402
 from perf_runs import (  # noqa: E402
     BASE_SAMPLES_PER_STEP,
+    LORA_R,
+    Assets,
     Run,
     default_configs,
     flops_per_token,
-    loss_curve,
     match_micro_batch,
     matrix,
     mean_context,
-    steady_tokens_per_s,
+    micro_batch,
+    summarize,
 )
 
-GiB = 1024**3
-LORA_R = 16
 SETTINGS = ("tiny", "arch", "steps", "seq_len", "lengths", "rows", "seed", "lr_lora", "lr_full")
-
-
-@dataclass(frozen=True)
-class Assets:
-    model_dir: Path
-    data: Path
-    lengths: list[int]
-    mean_pack: float  # tokens per pack when mgft packs this dataset at --seq-len
-    flops: dict[str, dict[str, Any]]  # per tuning
-
-    @property
-    def mean_len(self) -> float:
-        return sum(self.lengths) / len(self.lengths)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -141,14 +127,6 @@ def prepare_assets(args: argparse.Namespace) -> Assets:
     return Assets(model_dir=model_dir, data=data, lengths=lengths,
                   mean_pack=sum(lengths) / len(packs),
                   flops={t: flops_per_token(arch, t, LORA_R, context) for t in ("lora", "full")})
-
-
-def micro_batch(run: Run, assets: Assets) -> int:
-    if run.impl == "base":
-        return 2
-    if not run.packing:  # padded rows, one optimizer step of the recipe's 8 samples
-        return BASE_SAMPLES_PER_STEP
-    return match_micro_batch(assets.mean_len, assets.mean_pack)
 
 
 def base_env(args: argparse.Namespace, gpus: int) -> dict[str, str]:
@@ -228,72 +206,6 @@ def measure_matmul(args: argparse.Namespace, gpus: int, log: Path) -> dict[str, 
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def summarize(run: Run, metrics: dict[str, Any], assets: Assets, matmul: dict[str, Any] | None,
-              launched_at: float, args: argparse.Namespace) -> dict[str, Any]:
-    """The run's figures, by the same definitions for both sides."""
-    world, steps = metrics["world_size"], metrics["steps"]
-    step_s, step_tokens = metrics.get("step_s"), metrics.get("step_tokens")
-    if step_s and step_tokens:
-        steady = steady_tokens_per_s(step_s, step_tokens)
-    else:  # an mgft without per-step records: its own figure, by the same rule
-        steady = metrics["tokens_per_s_after_warmup"]
-        step_tokens = [metrics["tokens"] / steps] * steps
-    per_gpu = steady / world if steady else None
-    flops = assets.flops[run.tuning]["total"]
-    peak_tflops = None
-    if matmul:
-        used = matmul["devices"][:world] if not args.tiny else matmul["devices"]
-        peak_tflops = sum(d["tflops"] for d in used) / len(used)
-    peaks = [p["bytes"] / GiB for p in metrics["peak_memory_per_device"]]
-    row = {
-        "ran": {k: metrics.get(k) for k in ("strategy", "strategy_evidence", "world_size",
-                                            "backend", "device", "model_wrapper", "kernels",
-                                            "attention", "activation_checkpointing")},
-        "ran_as_requested": metrics.get("strategy") == run.strategy or (
-            run.gpus == 1 and metrics.get("strategy") in ("single", run.strategy)),
-        "steps": steps, "tokens": metrics["tokens"],
-        "tokens_per_step": sum(step_tokens) / len(step_tokens),
-        "tokens_per_step_per_gpu": sum(step_tokens) / len(step_tokens) / world,
-        "per_step_records": bool(metrics.get("step_s")),
-        "step_s": metrics.get("step_s"), "step_tokens": metrics.get("step_tokens"),
-        "tokens_per_s_per_gpu": per_gpu,
-        "flops_per_token": flops,
-        "achieved_tflops_per_gpu": per_gpu * flops / 1e12 if per_gpu else None,
-        "matmul_tflops_per_gpu": peak_tflops,
-        "mfu": per_gpu * flops / (peak_tflops * 1e12) if per_gpu and peak_tflops else None,
-        "peak_gib_per_gpu": [round(p, 3) for p in peaks], "peak_gib_max": max(peaks),
-        "time_to_first_step_s": (metrics["first_step_at"] - launched_at
-                                 if metrics.get("first_step_at") else None),
-        "losses": metrics["losses"], "first_loss": metrics["first_loss"],
-        "last_loss": metrics["last_loss"],
-        "loss_curve": loss_curve(metrics["losses"], step_tokens),
-        "trainable_params": metrics.get("trainable_params"),
-        "total_params": metrics.get("total_params"), "versions": metrics.get("versions"),
-    }
-    if run.impl == "mgft":  # what bench/plan_accuracy.py --from-perf re-predicts memory from
-        row["config"] = {
-            "arch": args.arch, "tuning": run.tuning, "strategy": run.strategy,
-            "gpus": run.gpus, "micro_batch": micro_batch(run, assets), "grad_accum": 1,
-            "seq_len": args.seq_len,
-            "kernels": "none" if "nokernels" in run.ablations else "auto",
-            "kernels_used": _flat(metrics.get("kernels")), "packing": run.packing,
-            "activation_checkpointing": metrics.get("activation_checkpointing",
-                                                    "ckpt" in run.ablations),
-            "lora_r": LORA_R,
-            "peak_gib_per_gpu": max(peaks)}
-    else:
-        row["recipe"] = metrics.get("recipe")
-    return row
-
-
-def _flat(value: Any) -> Any:
-    """A scalar for the flat config record: lists (mgft's applied kernels) comma-joined."""
-    if isinstance(value, list | tuple):
-        return ",".join(str(v) for v in value)
-    return value if value is None or isinstance(value, str | int | float | bool) else \
-        json.dumps(value, sort_keys=True)
-
-
 def run_one(run: Run, assets: Assets, matmul: dict[str, Any] | None,
             args: argparse.Namespace) -> dict[str, Any]:
     output = args.work / "runs" / run.name
@@ -315,8 +227,8 @@ def run_one(run: Run, assets: Assets, matmul: dict[str, Any] | None,
                             **_error(log)}
         metrics = json.loads(metrics_file.read_text())
         shutil.copy(metrics_file, args.out / "runs" / f"{run.name}.metrics.json")
-        return entry | {"status": "ok"} | summarize(run, metrics, assets, matmul,
-                                                    launched_at, args)
+        return entry | {"status": "ok"} | summarize(run, metrics, assets, matmul, launched_at,
+                                                    arch=args.arch, seq_len=args.seq_len)
     finally:
         if not args.keep_outputs:
             shutil.rmtree(output, ignore_errors=True)

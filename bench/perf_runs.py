@@ -1,14 +1,19 @@
 """The pure parts of bench/perf.py: run names, the default matrices, model FLOPs per token,
-matching mgft's micro-batch to the recipe's global batch, and the throughput and loss-curve
-arithmetic both sides share. No torch, no subprocesses: unit-tested in tests/bench/."""
+matching mgft's micro-batch to the recipe's global batch, and a run's figures from its
+metrics.json, by the same arithmetic for both sides. No torch, no subprocesses: unit-tested
+in tests/bench/."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+GiB = 1024**3
+LORA_R = 16
 IMPLS = ("mgft", "base")
 TUNINGS = ("lora", "full")
 # The recipe's global batch: micro-batch 2 x grad-accum 4 samples per GPU per step.
@@ -172,3 +177,92 @@ def _interpolate(curve: Sequence[tuple[float, float]], x: float) -> float:
         if x0 <= x <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return curve[0][1] if x < curve[0][0] else curve[-1][1]
+
+
+@dataclass(frozen=True)
+class Assets:
+    """The model and data every run of an invocation shares."""
+
+    model_dir: Path
+    data: Path
+    lengths: list[int]
+    mean_pack: float  # tokens per pack when mgft packs this dataset at --seq-len
+    flops: dict[str, dict[str, Any]]  # per tuning
+
+    @property
+    def mean_len(self) -> float:
+        return sum(self.lengths) / len(self.lengths)
+
+
+def micro_batch(run: Run, assets: Assets) -> int:
+    if run.impl == "base":
+        return 2
+    if not run.packing:  # padded rows, one optimizer step of the recipe's 8 samples
+        return BASE_SAMPLES_PER_STEP
+    return match_micro_batch(assets.mean_len, assets.mean_pack)
+
+
+def summarize(run: Run, metrics: dict[str, Any], assets: Assets, matmul: dict[str, Any] | None,
+              launched_at: float, *, arch: str, seq_len: int) -> dict[str, Any]:
+    """The run's figures, by the same definitions for both sides."""
+    world, steps = metrics["world_size"], metrics["steps"]
+    step_s, step_tokens = metrics.get("step_s"), metrics.get("step_tokens")
+    if step_s and step_tokens:
+        steady = steady_tokens_per_s(step_s, step_tokens)
+    else:  # an mgft without per-step records: its own figure, by the same rule
+        steady = metrics["tokens_per_s_after_warmup"]
+        step_tokens = [metrics["tokens"] / steps] * steps
+    per_gpu = steady / world if steady else None
+    flops = assets.flops[run.tuning]["total"]
+    peak_tflops = None
+    if matmul:
+        used = matmul["devices"][:world]  # on CPU: the one entry
+        peak_tflops = sum(d["tflops"] for d in used) / len(used)
+    peaks = [p["bytes"] / GiB for p in metrics["peak_memory_per_device"]]
+    row = {
+        "ran": {k: metrics.get(k) for k in ("strategy", "strategy_evidence", "world_size",
+                                            "backend", "device", "model_wrapper", "kernels",
+                                            "attention", "activation_checkpointing")},
+        "ran_as_requested": metrics.get("strategy") == run.strategy or (
+            run.gpus == 1 and metrics.get("strategy") in ("single", run.strategy)),
+        "steps": steps, "tokens": metrics["tokens"],
+        "tokens_per_step": sum(step_tokens) / len(step_tokens),
+        "tokens_per_step_per_gpu": sum(step_tokens) / len(step_tokens) / world,
+        "per_step_records": bool(metrics.get("step_s")),
+        "step_s": metrics.get("step_s"), "step_tokens": metrics.get("step_tokens"),
+        "tokens_per_s_per_gpu": per_gpu,
+        "flops_per_token": flops,
+        "achieved_tflops_per_gpu": per_gpu * flops / 1e12 if per_gpu else None,
+        "matmul_tflops_per_gpu": peak_tflops,
+        "mfu": per_gpu * flops / (peak_tflops * 1e12) if per_gpu and peak_tflops else None,
+        "peak_gib_per_gpu": [round(p, 3) for p in peaks], "peak_gib_max": max(peaks),
+        "time_to_first_step_s": (metrics["first_step_at"] - launched_at
+                                 if metrics.get("first_step_at") else None),
+        "losses": metrics["losses"], "first_loss": metrics["first_loss"],
+        "last_loss": metrics["last_loss"],
+        "loss_curve": loss_curve(metrics["losses"], step_tokens),
+        "trainable_params": metrics.get("trainable_params"),
+        "total_params": metrics.get("total_params"), "versions": metrics.get("versions"),
+    }
+    if run.impl == "mgft":  # what bench/plan_accuracy.py --from-perf re-predicts memory from
+        row["config"] = {
+            "arch": arch, "tuning": run.tuning, "strategy": run.strategy,
+            "gpus": run.gpus, "micro_batch": micro_batch(run, assets), "grad_accum": 1,
+            "seq_len": seq_len,
+            "kernels": "none" if "nokernels" in run.ablations else "auto",
+            "kernels_used": _flat(metrics.get("kernels")), "packing": run.packing,
+            "activation_checkpointing": metrics.get("activation_checkpointing",
+                                                    "ckpt" in run.ablations),
+            "lora_r": LORA_R,
+            "peak_gib_per_gpu": max(peaks)}
+    else:
+        row["recipe"] = metrics.get("recipe")
+    return row
+
+
+def _flat(value: Any) -> Any:
+    """A scalar for the flat config record: lists (mgft's applied kernels) comma-joined."""
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return value if value is None or isinstance(value, str | int | float | bool) else \
+        json.dumps(value, sort_keys=True)

@@ -3,9 +3,12 @@ throughput rule and the loss-curve comparison."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mgft.plan.arch import KNOWN, Arch
 from perf_runs import (
+    Assets,
     Run,
     default_configs,
     flops_per_token,
@@ -14,7 +17,9 @@ from perf_runs import (
     match_micro_batch,
     matrix,
     mean_context,
+    micro_batch,
     steady_tokens_per_s,
+    summarize,
 )
 
 # tiny.PRESETS["tiny"] with the bench tokenizer's 512 ids.
@@ -132,3 +137,50 @@ def test_loss_gap_of_equal_shifted_and_differently_sampled_curves():
     early = [(x, y + (1 if x <= 300 else 0)) for x, y in a]
     assert loss_gap(early, a) == 0
     assert loss_gap([], a) is None
+
+
+def assets() -> Assets:
+    return Assets(model_dir=Path("m"), data=Path("d"), lengths=[100, 300], mean_pack=980.0,
+                  flops={"lora": {"total": 30e9}, "full": {"total": 45e9}})
+
+
+MATMUL = {"n": 8192, "devices": [{"device": f"cuda:{i}", "dtype": "bfloat16",
+                                  "tflops": t} for i, t in enumerate((800, 780, 790, 770))]}
+
+
+def test_summary_of_an_mgft_run_without_per_step_records():
+    """metrics.json of mgft as of issue 7: its own steady figure, no per-step lists."""
+    metrics = {"world_size": 2, "steps": 4, "tokens": 40_000, "tokens_per_s_after_warmup": 18_000,
+               "losses": [11.0, 10.0, 9.0, 8.5], "first_loss": 11.0, "last_loss": 8.5,
+               "peak_memory_per_device": [{"rank": 0, "device": "cuda:0", "bytes": 40 * 2**30},
+                                          {"rank": 1, "device": "cuda:1", "bytes": 41 * 2**30}],
+               "first_step_at": 1000.0 + 25.5, "strategy": "ddp", "kernels": ["rms_norm", "rope"],
+               "activation_checkpointing": False}
+    run = Run.parse("mgft-lora-ddp-2g@nokernels")
+    row = summarize(run, metrics, assets(), MATMUL, 1000.0, arch="llama-3-8b", seq_len=1024)
+    assert row["tokens_per_s_per_gpu"] == 9_000
+    assert row["mfu"] == pytest.approx(9_000 * 30e9 / 790e12)  # GPUs 0 and 1 only
+    assert row["tokens_per_step"] == 10_000 and row["tokens_per_step_per_gpu"] == 5_000
+    assert row["loss_curve"] == [(10_000, 11.0), (20_000, 10.0), (30_000, 9.0), (40_000, 8.5)]
+    assert row["time_to_first_step_s"] == 25.5
+    assert row["peak_gib_max"] == 41 and row["ran_as_requested"]
+    assert row["config"] == {
+        "arch": "llama-3-8b", "tuning": "lora", "strategy": "ddp", "gpus": 2,
+        "micro_batch": 2,  # 8 rows of 200 tokens in packs of 980: 1.6 -> 2
+        "grad_accum": 1, "seq_len": 1024, "kernels": "none", "kernels_used": "rms_norm,rope",
+        "packing": True, "activation_checkpointing": False, "lora_r": 16,
+        "peak_gib_per_gpu": 41}
+
+
+def test_summary_of_a_recipe_run_uses_its_step_records():
+    metrics = {"world_size": 4, "steps": 10, "tokens": 10 * 4000,
+               "step_s": [30.0, 9.0] + [1.0] * 8, "step_tokens": [4000] * 10,
+               "tokens_per_s_after_warmup": 4000.0, "losses": [5.0] * 10, "first_loss": 5.0,
+               "last_loss": 5.0, "first_step_at": None, "strategy": "fsdp",
+               "peak_memory_per_device": [{"bytes": 2**30}] * 4, "recipe": {"x": 1}}
+    row = summarize(Run.parse("base-full-fsdp-4g"), metrics, assets(), None, 0.0,
+                    arch="llama-3-8b", seq_len=1024)
+    assert row["tokens_per_s_per_gpu"] == 1000  # the two slow steps left out
+    assert row["mfu"] is None and row["time_to_first_step_s"] is None  # nothing to divide by
+    assert row["recipe"] == {"x": 1} and "config" not in row
+    assert micro_batch(Run.parse("mgft-lora-ddp-1g@nopack"), assets()) == 8
