@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import shutil
 import signal
@@ -135,8 +136,7 @@ def base_env(args: argparse.Namespace, gpus: int) -> dict[str, str]:
         "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
         "PYTHONUNBUFFERED": "1"}
     if args.tiny:  # gloo on 2 cores: more threads per process only fight (notes)
-        return env | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
-                      "MGFT_DEVICE": "cpu"}
+        return env | {"OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     return env | {"CUDA_DEVICE_ORDER": "PCI_BUS_ID",
                   "CUDA_VISIBLE_DEVICES": ",".join(str(i) for i in range(gpus))}
 
@@ -234,10 +234,16 @@ def run_one(run: Run, assets: Assets, matmul: dict[str, Any] | None,
             shutil.rmtree(output, ignore_errors=True)
 
 
+# The line that says why: an exception ("torch.OutOfMemoryError: ...") or a one-line refusal
+# ("mgft: error: ..."), but not torchrun's summary that some worker failed.
+WHY = re.compile(r"\w(Error|Exception)\b:|\berror: ")
+
+
 def _error(log: Path) -> dict[str, str]:
     text = log.read_text(encoding="utf-8", errors="replace")
     lines = [x for x in text.strip().splitlines()[1:] if x.strip()] or ["(no output)"]
-    key = next((x for x in reversed(lines) if "error" in x.lower()), lines[-1])
+    key = next((x for x in reversed(lines) if WHY.search(x) and "ChildFailedError" not in x),
+               lines[-1])
     return {"error": key.strip()[:300], "error_tail": text[-3000:]}
 
 

@@ -67,8 +67,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.strategy not in STRATEGIES:
         # One line and exit 2, before torch is imported: the driver records it as a failure.
-        p.exit(2, f"perf_baseline: --strategy {args.strategy}: not part of the recipe; use one "
-                  f"of {', '.join(STRATEGIES)}\n")
+        p.exit(2, f"perf_baseline: error: --strategy {args.strategy}: not part of the recipe; use "
+                  f"one of {', '.join(STRATEGIES)}\n")
     return args
 
 

@@ -155,8 +155,8 @@ def test_the_recipe_refuses_a_strategy_it_lacks_in_one_line():
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
-        "perf_baseline: --strategy mp: not part of the recipe; use one of ddp, fsdp, zero1, "
-        "zero2, zero3"]
+        "perf_baseline: error: --strategy mp: not part of the recipe; use one of ddp, fsdp, "
+        "zero1, zero2, zero3"]
 
 
 def test_bad_run_names_are_refused_before_anything_runs(tmp_path):
@@ -179,3 +179,19 @@ def test_a_run_past_its_timeout_is_ended_with_everything_it_started(tmp_path):
     assert not Path(f"/proc/{worker}").exists() or \
         Path(f"/proc/{worker}/stat").read_text().split()[2] == "Z"
     assert (tmp_path / "log").read_text().startswith("$ bash -c ")
+
+
+@pytest.mark.parametrize("log, why", [
+    ("[default0]:Traceback (most recent call last):\n[default0]:torch.OutOfMemoryError: CUDA "
+     "out of memory.\ntorch.distributed.elastic.multiprocessing.errors.ChildFailedError: \n"
+     "Root Cause (first observed failure):\n", "[default0]:torch.OutOfMemoryError: CUDA out of "
+     "memory."),
+    ("[rank0]: perf_baseline: error: --strategy mp: not part of the recipe\nE1121 failed\n",
+     "[rank0]: perf_baseline: error: --strategy mp: not part of the recipe"),
+    ("loading\nKilled\n", "Killed"),
+])
+def test_a_failed_runs_record_names_the_cause_not_torchruns_summary(tmp_path, log, why):
+    from perf import _error
+
+    (tmp_path / "log").write_text(f"$ cmd\n{log}")
+    assert _error(tmp_path / "log")["error"] == why
