@@ -94,11 +94,9 @@ def sft_config(args: argparse.Namespace) -> Any:
     if args.strategy == "fsdp":
         # FSDP checkpoints inside its own wrapping (the training argument would add an
         # all-gather in the backward pass, transformers warns): same setting, FSDP's place.
-        from trl import SFTConfig as Defaults
-
         checkpointing = kwargs.pop("gradient_checkpointing", None)
         if checkpointing is None:
-            checkpointing = Defaults.__dataclass_fields__["gradient_checkpointing"].default
+            checkpointing = SFTConfig.__dataclass_fields__["gradient_checkpointing"].default
         kwargs |= {"gradient_checkpointing": False, "fsdp": "full_shard auto_wrap",
                    "fsdp_config": {"fsdp_version": 2, "reshard_after_forward": True,
                                    "transformer_layer_cls_to_wrap": ["LlamaDecoderLayer"],
