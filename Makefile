@@ -53,6 +53,21 @@ bench-plan: install
 bench-generate: install
 	$(BIN)/python bench/generate_scaling.py --tiny
 
+# Issue 7: mgft's trainer against the TRL SFTTrainer recipe, side by side (bench/perf.py).
+# bench-gpu runs on the GPU machine with its own python (no venv there); split the matrix over
+# several calls with PERF_FLAGS='--only mgft-lora-ddp-1g,base-lora-ddp-1g' (done runs are kept).
+.PHONY: bench-gpu bench-perf
+PERF_GPUS ?= 4
+PERF_OUT ?= bench/results/perf
+PERF_FLAGS ?=
+bench-gpu:
+	NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 \
+		$(PYTHON) bench/perf.py --gpus $(PERF_GPUS) --out $(PERF_OUT) $(PERF_FLAGS)
+
+# Its CPU plumbing check: the tiny Llama, 2 gloo processes per side.
+bench-perf: install
+	$(BIN)/python bench/perf.py --tiny --out $(DEMO)/perf --work $(DEMO)/perf-work
+
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache .hypothesis
 

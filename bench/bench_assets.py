@@ -88,3 +88,78 @@ def prompt_rows(out: Path, n: int, seed: int = 0, min_words: int = 8,
             words = " ".join(rng.choice(WORDS) for _ in range(rng.randint(min_words, max_words)))
             f.write(json.dumps({"id": i, "prompt": f"Repeat the words: {words}\n"}) + "\n")
     return out
+
+
+CONFIG_MARKER = "mgft-bench-config.json"
+SFT_PROMPT = "Repeat the words:"
+
+
+def model_config(arch: str, out: Path, seed: int = 0) -> Path:
+    """`out` holds config.json and the bench tokenizer for `arch` ("tiny" or a name in
+    mgft.plan.arch.KNOWN), and no weights: mgft's --random-init and the perf baseline build
+    the weights on the GPU from the config, so no run writes or reads 16 GB of random weights."""
+    marker = out / CONFIG_MARKER
+    if marker.is_file() and json.loads(marker.read_text()) == {"arch": arch, "seed": seed}:
+        return out
+    from mgft_train import tiny
+    from mgft_train.data import render_prompt
+
+    rows = tiny.make_rows(256, seed)
+    tokenizer = tiny.train_tokenizer([render_prompt(r) + r.output for r in rows])
+    if arch == "tiny":
+        config = tiny.make_config(tokenizer, tiny.PRESETS["tiny"])
+    else:
+        from mgft.plan.arch import KNOWN
+        from transformers import AutoConfig
+
+        config = AutoConfig.for_model(**KNOWN[arch].hf_config(),
+                                      bos_token_id=tokenizer.bos_token_id,
+                                      eos_token_id=tokenizer.eos_token_id,
+                                      pad_token_id=tokenizer.pad_token_id)
+    out.mkdir(parents=True, exist_ok=True)
+    config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    marker.write_text(json.dumps({"arch": arch, "seed": seed}) + "\n")
+    return out
+
+
+def sft_rows(model_dir: Path, out: Path, n: int, lengths: tuple[int, int] = (128, 1024),
+             seed: int = 0) -> list[int]:
+    """Prompt/completion rows whose token length is uniform over `lengths` (both ends
+    included), counted as mgft and TRL both encode a row: BOS, prompt, completion, EOS.
+    The completion repeats the prompt's words, so the loss has somewhere to fall. Every row
+    is checked both ways of tokenizing it; returns each row's length."""
+    from mgft_train.tiny import WORDS
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    # Words that are one token with or without a leading space make lengths exact; the
+    # prompt ends in a newline, a token of its own, so nothing merges across the boundary.
+    words = [w for w in WORDS if all(len(tokenizer(t, add_special_tokens=False)["input_ids"])
+                                     == 1 for t in (w, " " + w))]
+    fixed = len(tokenizer(SFT_PROMPT + "\n")["input_ids"]) + 1  # BOS ... newline, EOS
+    lo, hi = lengths
+    if not words or lo < fixed + 2 or hi < lo:
+        raise ValueError(f"lengths {lo}:{hi}: need {fixed + 2} <= lo <= hi with this tokenizer")
+    rng = random.Random(seed)
+    rows, want = [], []
+    for _ in range(n):
+        length = rng.randint(lo, hi)
+        budget = length - fixed
+        prompt_words = [rng.choice(words) for _ in range(budget // 2)]
+        completion_words = (prompt_words * 2)[:budget - len(prompt_words)]
+        rows.append({"prompt": SFT_PROMPT + "".join(" " + w for w in prompt_words) + "\n",
+                     "completion": " ".join(completion_words)})
+        want.append(length)
+    prompts = tokenizer([r["prompt"] for r in rows])["input_ids"]
+    completions = tokenizer([r["completion"] for r in rows], add_special_tokens=False)["input_ids"]
+    joined = tokenizer([r["prompt"] + r["completion"] + tokenizer.eos_token for r in rows])
+    for i, length in enumerate(want):
+        mgft_way = len(prompts[i]) + len(completions[i]) + 1
+        trl_way = len(joined["input_ids"][i])
+        if not mgft_way == trl_way == length:
+            raise AssertionError(f"row {i}: {mgft_way} (mgft) / {trl_way} (TRL) tokens, "
+                                 f"meant {length}")
+    with open(out, "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return want
