@@ -66,6 +66,8 @@ def collect(spec: TrainSpec, ctx: Dist, model: torch.nn.Module, result: TrainRes
         "peak_memory_per_device": peaks,
         "elapsed_s": result.elapsed_s,
         "first_step_at": result.first_step_at,
+        "step_s": result.step_s,  # this process's steps, each (resumed runs: these only)
+        "step_tokens": result.step_tokens,  # real tokens per step, summed over ranks
         "checkpoint_s": result.checkpoint_s,
         "resumed_from_step": result.resumed_from,
         "restart_count": restart_count,
