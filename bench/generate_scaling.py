@@ -36,8 +36,10 @@ def run(world: int, model_dir: Path, prompts: Path, work: Path,
     out = work / "runs" / f"world-{world}"
     if out.exists():
         shutil.rmtree(out)  # the benchmark's own output: a leftover would be "resumed"
+    # --gpu-ids, not --gpus: this process built the model on GPU 0 and still holds a CUDA
+    # context there, which mgft's GPU choice (rightly) counts as busy.
     procs = ["--gpus", "0", "--nproc-per-node", str(world)] if args.tiny else [
-        "--gpus", str(world)]
+        "--gpu-ids", ",".join(str(i) for i in range(world))]
     cmd = [sys.executable, "-m", "mgft.cli", "generate", "--backend", "local", *procs,
            "--model", str(model_dir), "--prompts", str(prompts), "--output", str(out),
            "--batch-size", str(args.batch_size), "--max-new-tokens", str(args.max_new_tokens),
