@@ -58,7 +58,11 @@ def run(world: int, model_dir: Path, prompts: Path, work: Path,
             "prompts": metrics["prompts"], "tokens": metrics["completion_tokens"],
             "generate_s": metrics["generate_s"], "load_s": metrics["load_s"], "wall_s": wall,
             "tokens_per_s": metrics["tokens_per_s"],
-            "peak_memory_bytes": metrics["peak_memory_bytes"], "completions": completions}
+            "peak_memory_bytes": metrics["peak_memory_bytes"],
+            # Per rank, each batch's seconds: the first pays the warm-up, which a small prompt
+            # set cannot amortize over 1/N of the batches.
+            "batch_s": {r["rank"]: r.get("batch_s") for r in metrics.get("ranks", [])},
+            "completions": completions}
 
 
 def main() -> None:

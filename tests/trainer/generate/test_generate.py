@@ -92,6 +92,12 @@ def test_two_processes_are_complete_in_order_and_equal_one_greedy_process(
         shard = two_processes / "shards" / f"rank-{rank:05d}.jsonl"
         done = sorted(json.loads(line)["index"] for line in shard.read_text().splitlines())
         assert done == list(range(rank, N, 2))
+    # Each rank timed every one of its batches of 4 (the first pays the warm-up).
+    by_rank = {r["rank"]: r for r in report["ranks"]}
+    for rank in (0, 1):
+        assert len(by_rank[rank]["batch_s"]) == -(-len(range(rank, N, 2)) // 4)
+        assert all(t > 0 for t in by_rank[rank]["batch_s"])
+        assert sum(by_rank[rank]["batch_s"]) <= by_rank[rank]["generate_s"]
 
 
 @pytest.mark.e2e

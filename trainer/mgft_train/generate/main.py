@@ -125,12 +125,15 @@ def run(args: GenerateArgs, env: DistEnv, device: Any, tokenizer: Any, items: li
     config = decode.generation_config(args, tokenizer, eos)
     writer = store.ShardWriter(args.output, rank)
     tokens = 0
+    batch_s: list[float] = []  # each batch's time: the first one pays the warm-up
     try:
         for first in range(0, len(mine), args.batch_size):
             batch = mine[first:first + args.batch_size]
+            t0 = time.perf_counter()
             records = decode.generate(model, tokenizer, config, eos, batch,
                                       seed=args.seed * 1_000_003 + batch[0].index)
             writer.append(records)
+            batch_s.append(time.perf_counter() - t0)
             tokens += sum(r["completion_tokens"] for r in records)
             if rank == 0:
                 print(f"{PROG}: rank 0: {first + len(batch)}/{len(mine)} prompts", flush=True)
@@ -138,6 +141,7 @@ def run(args: GenerateArgs, env: DistEnv, device: Any, tokenizer: Any, items: li
         writer.close()
     mine_stats = {"rank": rank, "prompts": len(mine), "completion_tokens": tokens,
                   "load_s": loaded - start, "generate_s": time.perf_counter() - loaded,
+                  "batch_s": batch_s,
                   "peak_memory_bytes": _peak_memory(device)}
     stats = _gather(mine_stats, world, group)
     if rank == 0:
