@@ -103,10 +103,10 @@ def varlen_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         raise ValueError("varlen attention takes one packed row per micro-batch")
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
     longest = int(kwargs["max_length_q"])
-    if q.is_cuda:
+    if q.is_cuda and not dropout:  # torch's varlen kernel has no attention dropout
         out = _flash_varlen(q, k, v, cu_seqlens, longest, scaling)
-    else:  # the same arithmetic, one sample at a time: for CPU tests of the plumbing
-        out = _per_sample(q, k, v, cu_seqlens, scaling)
+    else:  # the same arithmetic, one sample at a time (CPUs, and models with dropout)
+        out = _per_sample(q, k, v, cu_seqlens, scaling, dropout)
     return out.unsqueeze(0), None
 
 
@@ -128,12 +128,12 @@ def _flash_varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens:
 
 
 def _per_sample(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-                scaling: float | None) -> torch.Tensor:
+                scaling: float | None, dropout: float = 0.0) -> torch.Tensor:
     bounds = cu_seqlens.tolist()
     parts = []
     for start, end in zip(bounds[:-1], bounds[1:], strict=True):
         qs, ks, vs = (t[start:end].transpose(0, 1) for t in (q, k, v))  # (heads, tokens, dim)
         parts.append(F.scaled_dot_product_attention(
-            qs, ks, vs, is_causal=True, scale=scaling,
+            qs, ks, vs, is_causal=True, scale=scaling, dropout_p=dropout,
             enable_gqa=ks.shape[0] != qs.shape[0]).transpose(0, 1))
     return torch.cat(parts)
