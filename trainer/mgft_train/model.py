@@ -150,7 +150,7 @@ def peft_model(model: torch.nn.Module, config: Any) -> Any:
 
 def blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The repeated transformer blocks: the classes a HF model lists as never to be split
-    (FSDP shards and ZeRO-3 gathers one at a time)."""
+    (FSDP shards them one at a time)."""
     hf_model = model.get_base_model() if hasattr(model, "get_base_model") else model
     names = set(getattr(hf_model, "_no_split_modules", None) or ())
     return [m for m in model.modules() if type(m).__name__ in names]
