@@ -9,8 +9,6 @@ GPU time and by CPU time to $MGFT_BENCH_PROFILE_DIR/rank<N>.txt.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -50,26 +48,8 @@ def _wrap(module) -> None:
     module.train_step = profiled
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    """Wraps mgft_train.loop.train_step right after the module is first imported."""
-
-    def find_spec(self, name, path, target=None):
-        if name != "mgft_train.loop":
-            return None
-        sys.meta_path.remove(self)
-        try:
-            spec = importlib.util.find_spec(name)
-        finally:
-            sys.meta_path.insert(0, self)
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            _wrap(module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
 if OUT and "LOCAL_RANK" in os.environ:
-    sys.meta_path.insert(0, _Finder())
+    sys.path.append(str(Path(__file__).resolve().parents[1]))  # bench/: import_hook
+    from import_hook import wrap_after_import
+
+    wrap_after_import({"mgft_train.loop": _wrap})

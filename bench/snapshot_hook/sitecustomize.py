@@ -5,8 +5,6 @@ $MGFT_BENCH_SNAPSHOT_DIR/rank<N>.json. Only trainer workers (torchrun sets LOCAL
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import json
 import os
 import sys
@@ -50,26 +48,8 @@ def _stop(module) -> None:
 WRAP = {"mgft_train.model": _start, "mgft_train.memory": _stop}
 
 
-class _Finder(importlib.abc.MetaPathFinder):
-    """Runs WRAP's function on a module right after it is first imported."""
-
-    def find_spec(self, name, path, target=None):
-        if name not in WRAP:
-            return None
-        sys.meta_path.remove(self)
-        try:
-            spec = importlib.util.find_spec(name)
-        finally:
-            sys.meta_path.insert(0, self)
-        run = spec.loader.exec_module
-
-        def exec_module(module):
-            run(module)
-            WRAP[name](module)
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
 if OUT and "LOCAL_RANK" in os.environ:
-    sys.meta_path.insert(0, _Finder())
+    sys.path.append(str(Path(__file__).resolve().parents[1]))  # bench/: import_hook
+    from import_hook import wrap_after_import
+
+    wrap_after_import(WRAP)
