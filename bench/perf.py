@@ -326,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
         "mgft_mean_pack_tokens": assets.mean_pack, "seq_len": args.seq_len},
         "flops_per_token": assets.flops,
         "steady_rule": "tokens/s over the steps after the first fifth (at most 5), as "
-                       "mgft_train.metrics.steady_tokens_per_s; per GPU = / world size",
+                       "mgft_train.rates.steady_tokens_per_s; per GPU = / world size",
         "global_batch": {"base_samples_per_gpu_step": BASE_SAMPLES_PER_STEP,
                          "base_tokens_per_gpu_step": BASE_SAMPLES_PER_STEP * assets.mean_len,
                          "mgft_micro_batch": match_micro_batch(assets.mean_len, assets.mean_pack),

@@ -30,6 +30,8 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from mgft_train.rates import steady_tokens_per_s  # mgft's own rule, for a like-for-like figure
+
 STRATEGIES = ("ddp", "fsdp", "zero1", "zero2", "zero3")
 MICRO_BATCH, GRAD_ACCUM = 2, 4  # per GPU: the recipe's global batch
 LORA = {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "target_modules": "all-linear"}
@@ -255,13 +257,6 @@ def versions() -> dict[str, str]:
         with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
     return found
-
-
-def steady_tokens_per_s(step_s: list[float], step_tokens: list[int]) -> float | None:
-    """mgft_train.metrics.steady_tokens_per_s: without the first fifth of steps (at most 5)."""
-    skip = min(5, len(step_s) // 5)
-    seconds = sum(step_s[skip:])
-    return sum(step_tokens[skip:]) / seconds if seconds > 0 else None
 
 
 def collect(args: argparse.Namespace, config: Any, trainer: Any, meter: Meter,

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mgft_train.rates import steady_tokens_per_s  # one rule for both sides
+
 GiB = 1024**3
 LORA_R = 16
 IMPLS = ("mgft", "base")
@@ -139,14 +141,6 @@ def match_micro_batch(mean_len: float, mean_pack: float,
     """mgft's --micro-batch (packs of about `mean_pack` tokens, grad-accum 1) whose tokens
     per optimizer step come closest to the recipe's `samples` rows of `mean_len` tokens."""
     return max(1, round(samples * mean_len / mean_pack))
-
-
-def steady_tokens_per_s(step_s: Sequence[float], step_tokens: Sequence[int]) -> float | None:
-    """mgft_train.metrics.steady_tokens_per_s, for both sides: steps after the first fifth
-    (at most 5), which pay for allocator growth, kernel selection and communicator set-up."""
-    skip = min(5, len(step_s) // 5)
-    seconds = sum(step_s[skip:])
-    return sum(step_tokens[skip:]) / seconds if seconds > 0 else None
 
 
 def loss_curve(losses: Sequence[float], step_tokens: Sequence[float]) -> list[tuple[float, float]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import statistics
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 import torch
 from mgft.spec import TrainSpec
 
+from mgft_train import rates
 from mgft_train.checkpoint import spec_record
 from mgft_train.distributed import Dist
 from mgft_train.loop import TrainResult
@@ -60,8 +60,8 @@ def collect(spec: TrainSpec, ctx: Dist, model: torch.nn.Module, result: TrainRes
         "tokens": result.tokens,
         "tokens_per_s": tokens_per_s,
         "tokens_per_s_per_gpu_or_proc": tokens_per_s / ctx.world_size,
-        "tokens_per_s_after_warmup": steady_tokens_per_s(result),
-        "tokens_per_s_median_step": median_tokens_per_s(result),
+        "tokens_per_s_after_warmup": rates.steady_tokens_per_s(result.step_s, result.step_tokens),
+        "tokens_per_s_median_step": rates.median_tokens_per_s(result.step_s, result.step_tokens),
         "peak_memory_bytes": max((p["bytes"] for p in peaks), default=0),
         "peak_memory_per_device": peaks,
         "elapsed_s": result.elapsed_s,
@@ -77,21 +77,6 @@ def collect(spec: TrainSpec, ctx: Dist, model: torch.nn.Module, result: TrainRes
         "spec": spec_record(spec),
         "versions": versions(),
     }
-
-
-def steady_tokens_per_s(result: TrainResult) -> float | None:
-    """Throughput without the first fifth of this process's steps (at most 5): the first
-    steps pay for allocator growth, kernel selection and communicator set-up."""
-    skip = min(5, len(result.step_s) // 5)
-    seconds = sum(result.step_s[skip:])
-    return sum(result.step_tokens[skip:]) / seconds if seconds > 0 else None
-
-
-def median_tokens_per_s(result: TrainResult) -> float | None:
-    """The median step's throughput: robust to a few stalled steps (a shared host, a
-    collective waiting on a slow peer), which dominate a mean over a short run."""
-    rates = [t / s for t, s in zip(result.step_tokens, result.step_s, strict=True) if s > 0]
-    return statistics.median(rates) if rates else None
 
 
 def versions() -> dict[str, str]:
