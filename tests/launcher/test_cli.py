@@ -12,6 +12,7 @@ import yaml
 from click.testing import CliRunner
 from mgft.cli import main, render, submit
 
+from tests.launcher.imports import heavy_modules_after
 from tests.launcher.render import cases
 
 K8S = ["--backend", "k8s", "--gpus", "4", "--nodes", "2", "--strategy", "zero2",
@@ -114,22 +115,10 @@ def test_config_schema_is_json_schema() -> None:
 
 
 def test_cli_imports_nothing_heavy_even_after_rendering_every_backend() -> None:
-    code = f"""
-import sys
-from mgft.cli import main
-for args in ({K8S!r}, {K8S!r} + ["--k8s-api", "trainjob"],
-             ["--backend", "slurm", "--model", "m", "--dataset", "d"],
-             ["--backend", "local", "--gpus", "0", "--model", "m", "--dataset", "d"]):
-    try:
-        main(["render", *args], standalone_mode=False)
-    except SystemExit:
-        pass
-heavy = ("torch", "transformers", "kubernetes", "submitit", "deepspeed", "peft", "numpy")
-print(sorted(m for m in heavy if m in sys.modules))
-"""
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip().splitlines()[-1] == "[]"
+    assert heavy_modules_after(
+        ["render", *K8S], ["render", *K8S, "--k8s-api", "trainjob"],
+        ["render", "--backend", "slurm", "--model", "m", "--dataset", "d"],
+        ["render", "--backend", "local", "--gpus", "0", "--model", "m", "--dataset", "d"]) == []
 
 
 def test_version() -> None:

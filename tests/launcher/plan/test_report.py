@@ -13,6 +13,8 @@ from mgft.plan.arch import KNOWN
 from mgft.plan.memory import GIB, Job, estimate
 from mgft.spec import Strategy, Tuning
 
+from tests.launcher.imports import heavy_modules_after
+
 
 def plan(*args: str):
     return CliRunner().invoke(main, ["plan", *args])
@@ -65,19 +67,7 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str) -> None:
 
 
 def test_plan_imports_nothing_heavy() -> None:
-    code = """
-import sys
-from mgft.cli import main
-try:
-    main(["plan", "--model", "llama-3-8b", "--gpus", "8", "--json"], standalone_mode=False)
-except SystemExit:
-    pass
-heavy = ("torch", "transformers", "kubernetes", "submitit", "deepspeed", "peft", "numpy")
-print(sorted(m for m in heavy if m in sys.modules))
-"""
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip().splitlines()[-1] == "[]"
+    assert heavy_modules_after(["plan", "--model", "llama-3-8b", "--gpus", "8", "--json"]) == []
 
 
 def test_kernels_and_packing_flags_reach_the_estimate() -> None:
