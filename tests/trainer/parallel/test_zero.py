@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from mgft.spec import Strategy, TrainSpec
 from mgft_train.optim import MAX_GRAD_NORM
 from mgft_train.parallel.zero import STAGES, deepspeed_config
@@ -64,3 +65,21 @@ def test_zero3_keeps_small_tensors_whole_and_prefetches_blocks():
     assert not any(k.startswith("stage3_") for k in zero2)
     assert zero2["overlap_comm"] and zero2["contiguous_gradients"]
 
+
+
+def test_zero3_gathers_each_transformer_block_whole(tiny):
+    """Leaves: one fetch (and one hook pair) per block, not one per LoRA sub-module; the
+    embedding's output requires grad so the first block releases after its adapters' grads."""
+    from deepspeed.utils import z3_leaf_module
+    from mgft_train import model
+    from mgft_train.distributed import Dist
+    from mgft_train.parallel.zero import gather_whole_blocks
+
+    cpu = Dist(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="none")
+    net = model.load_model(TrainSpec(model=str(tiny.model_dir), dataset="d"), cpu)
+    gather_whole_blocks(net)
+    leaves = [n for n, m in net.named_modules() if z3_leaf_module(m)]
+    assert len(leaves) == net.config.num_hidden_layers
+    assert all(n.rsplit(".", 1)[-1].isdigit() and ".layers." in n for n in leaves)
+    embeddings = net.get_input_embeddings()
+    assert embeddings(torch.tensor([[1, 2]])).requires_grad
