@@ -7,7 +7,7 @@ generation_metrics.json) and the whole command's wall time (process start and mo
 included). Target on 4 x H200: generation phase at least 3.8x faster than 1 GPU.
 
 Usage (GPU machine):
-    python bench/generate_scaling.py --gpus 4 [--arch llama-3-8b] [--prompts 512]
+    python bench/generate_scaling.py --gpus 4 [--arch llama-3-8b] [--prompts 2048]
 CPU plumbing check (tiny model, 1 vs 2 processes):
     python bench/generate_scaling.py --tiny
 """
@@ -79,7 +79,7 @@ def main() -> None:
                         default=Path(tempfile.gettempdir(), "mgft-bench", "generate_scaling"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    args.prompts = args.prompts or (32 if args.tiny else 512)
+    args.prompts = args.prompts or (32 if args.tiny else 2048)
     args.batch_size = args.batch_size or (4 if args.tiny else 32)
     args.max_new_tokens = args.max_new_tokens or (16 if args.tiny else 128)
     worlds = (1, 2) if args.tiny else (1, args.gpus)

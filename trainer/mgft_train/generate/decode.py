@@ -81,6 +81,18 @@ def left_pad(batch: list[Prompt], pad_id: int) -> tuple[torch.Tensor, torch.Tens
     return ids, mask
 
 
+def planless_attention() -> Any:
+    """sdpa without its cuDNN backend, which torch 2.11 tries first on an H200. cuDNN builds
+    an execution plan for every new (query, key) length pair, and decoding meets a new key
+    length at every token: a 1B model's first batch of 32 took 8.2 s instead of 1.7 s (3 ms of
+    host time per attention call), and later batches paid again for lengths not seen yet.
+    Flash and memory-efficient attention need no plan (bench/PERF-NOTES.md, generate)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                        SDPBackend.MATH])
+
+
 def generate(model: torch.nn.Module, tokenizer: Any, config: Any, eos: list[int],
              batch: list[Prompt], seed: int) -> list[dict[str, Any]]:
     """Results for one batch. Sampling is seeded per batch: the same seed, world size and
@@ -88,7 +100,7 @@ def generate(model: torch.nn.Module, tokenizer: Any, config: Any, eos: list[int]
     ids, mask = left_pad(batch, tokenizer.pad_token_id)
     torch.manual_seed(seed)
     device = next(model.parameters()).device
-    with torch.inference_mode():
+    with torch.inference_mode(), planless_attention():
         out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device),
                              generation_config=config)
     stops = set(eos)
