@@ -13,7 +13,7 @@ Usage (GPU machine, 4 GPUs; run subsets with --configs, results accumulate in th
     --snapshot: also record, per run, the largest live allocations at rank 0's peak (torch's
     allocator history; bench/memory_snapshot.py), with the top frames that made them.
 Runs measured by bench/perf.py (8B on 1/2/4 GPUs), predicted here without device time:
-    python bench/plan_accuracy.py --from-perf bench/results/perf.json
+    python bench/plan_accuracy.py --from-perf bench/results/perf/perf.json
 CPU plumbing check (tiny model, 2 processes; CPU peaks are process RSS, not comparable):
     python bench/plan_accuracy.py --tiny
 """
@@ -263,7 +263,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     known = TINY_CONFIGS if args.tiny else GPU_CONFIGS + OPTIONAL_CONFIGS
     if args.tiny and args.snapshot:
         parser.error("--snapshot records CUDA allocations: not with --tiny")
-    args.selected = TINY_CONFIGS if args.tiny else GPU_CONFIGS
+    # --from-perf alone re-predicts measured runs (no device time); it runs nothing here
+    args.selected = [] if args.from_perf and not args.configs else (
+        TINY_CONFIGS if args.tiny else GPU_CONFIGS)
     if args.configs:
         wanted = set(args.configs.split(",")) - {"none"}
         unknown = wanted - {c.name for c in known}

@@ -41,10 +41,11 @@ class Assumptions:
     # bitsandbytes nf4 with double quantization: 4 bits, plus an 8-bit absmax per 64 weights,
     # plus an fp32 absmax per 256 of those.
     nf4_bytes: float = 0.5 + 1 / 64 + 4 / (64 * 256)
-    # DeepSpeed reduce_bucket_size and stage3_prefetch_bucket_size defaults (elements). The
-    # reduce bucket is allocated whole, however few elements there are to reduce.
+    # DeepSpeed's reduce_bucket_size default and the trainer's stage3_prefetch_bucket_size
+    # (elements; mgft_train.parallel.zero). The reduce bucket is allocated whole, however few
+    # elements there are to reduce.
     zero_bucket: int = 500_000_000
-    zero3_prefetch: int = 50_000_000
+    zero3_prefetch: int = 200_000_000
     # Unpacked micro-batches of 2+ sequences are padded (variable-length data).
     padded: bool = True
     # Bytes of a dropout mask per element: CUDA's fused dropout keeps a bool.
@@ -291,10 +292,11 @@ def zero2(job: Job, a: Assumptions) -> Breakdown:
 
 
 def _gathered(job: Job, a: Assumptions) -> float:
-    """ZeRO-3 gathers one module's parameters at a time (the largest is the embedding or
-    lm_head), plus what the prefetcher fetches ahead."""
+    """ZeRO-3 gathers one module's parameters at a time: the embedding, lm_head, or a whole
+    transformer block (the trainer makes blocks DeepSpeed leaf modules), plus what the
+    prefetcher fetches ahead."""
     arch = job.arch
-    largest = max(arch.vocab * arch.hidden, max(i * o for _, i, o in arch.linears()))
+    largest = max(arch.vocab * arch.hidden, arch.layer_linear_params)
     return job.act_bytes * (largest + min(a.zero3_prefetch, arch.params))
 
 
