@@ -66,7 +66,6 @@ def test_zero3_keeps_small_tensors_whole_and_prefetches_blocks():
     assert zero2["overlap_comm"] and zero2["contiguous_gradients"]
 
 
-
 def test_zero3_gathers_each_transformer_block_whole(tiny):
     """Leaves: one fetch (and one hook pair) per block, not one per LoRA sub-module; the
     embedding's output requires grad so the first block releases after its adapters' grads."""

@@ -89,7 +89,10 @@ def gather_whole_blocks(model: torch.nn.Module) -> None:
     blocks). A leaf releases its weights when the gradient reaches its input, which never
     happens for the first block of a LoRA model (the frozen embedding's output needs no
     gradient): the hook then fires too early and the adapters' gradients land on released
-    weights. Making the embedding's output require grad keeps that order."""
+    weights. Making the embedding's output require grad keeps that order.
+
+    Measured on 4×H200, 8B LoRA: 0.52× of DDP's throughput before, 0.77× after
+    (bench/PERF-NOTES.md §3)."""
     from deepspeed.utils import set_z3_leaf_modules
 
     classes = list({type(b) for b in blocks(model)})
