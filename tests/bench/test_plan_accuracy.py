@@ -64,11 +64,13 @@ def test_from_perf_predicts_each_run_and_writes_the_table(tmp_path: Path) -> Non
             {"name": "mgft-tiny", "impl": "mgft", "status": "ok",
              "config": CONFIG | {"arch": "no-such-model"}}]
     out = tmp_path / "accuracy.json"
-    proc = subprocess.run([sys.executable, str(BENCH / "plan_accuracy.py"), "--configs", "none",
+    # --from-perf alone: re-predicts the measured runs and runs none of its own
+    proc = subprocess.run([sys.executable, str(BENCH / "plan_accuracy.py"),
                            "--from-perf", str(perf_json(tmp_path, runs)), "--out", str(out)],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     rows = {r["config"]: r for r in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"perf:mgft-lora-zero3-4g", "perf:mgft-tiny"}
     row = rows["perf:mgft-lora-zero3-4g"]
     from mgft.plan.arch import KNOWN
     from mgft.plan.memory import Assumptions, Job, estimate
