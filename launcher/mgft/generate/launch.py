@@ -17,15 +17,16 @@ import click
 
 from mgft.errors import SpecError
 from mgft.flags import FLAGS, GENERATE_FLAGS
+from mgft.generate.args import BATCH_SIZE
 from mgft.spec import JobSpec
 
-BATCH_SIZE = 16  # prompts per forward pass when neither the YAML nor a flag says
 # Spec fields `mgft generate` keeps under a name that says what they mean here.
 RENAMED = {"--prompts": "train.dataset", "--batch-size": "train.micro_batch"}
 _OWN_HELP = {
     "--prompts": "JSONL of prompts, as seen by the job: one object per line with 'prompt' "
                  "(text), 'messages' (a chat) or 'instruction' and optional 'input' (alpaca).",
-    "--batch-size": f"Prompts per process per forward pass.  [default: {BATCH_SIZE}]",
+    "--batch-size": f"Prompts per process per forward pass; halved if a batch runs out of GPU "
+                    f"memory.  [default: {BATCH_SIZE}]",
     "--strategy": "ddp: a whole model per GPU (default); mp: one process per node splits the "
                   "model over its GPUs.",
     "--seed": "Seed for sampling (with --temperature above 0).  [default: 0]",

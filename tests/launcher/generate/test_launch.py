@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mgft.generate.args import generate_argv
+from mgft.generate.args import BATCH_SIZE, generate_argv
 from mgft.generate.launch import build_generate_spec
 from mgft.render import render
 from mgft.render.common import trainer_argv
@@ -42,7 +42,7 @@ def test_argv_is_the_generate_module_with_only_generation_flags() -> None:
     assert argv == generate_argv(s)
     assert argv[:2] == ["-m", "mgft_train.generate"]
     assert "--prompts=/data/eval.jsonl" in argv and "--adapter=/runs/r1/adapter" in argv
-    assert "--batch-size=16" in argv and "--temperature=0.7" in argv
+    assert f"--batch-size={BATCH_SIZE}" in argv and "--temperature=0.7" in argv
     assert not any(w.startswith(("--lr=", "--lora-r=", "--dataset=")) for w in argv)
 
 

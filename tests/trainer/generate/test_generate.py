@@ -181,3 +181,48 @@ def test_missing_chat_template_is_one_line(tiny, prompt_file, tmp_path, capsys,
     assert err.startswith(f"mgft-generate: --chat-template {tiny.model_dir}: the tokenizer has "
                           "no chat template")
     assert err.count("\n") == 1 and not (tmp_path / "o").exists()
+
+
+def _fits_at_most(limit: int, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """decode.generate as on a GPU whose memory holds `limit` prompts per batch: larger
+    batches raise the allocator's error (the one CUDA raises; there is no GPU here). Returns
+    the size of every batch tried."""
+    import torch
+    from mgft_train.generate import decode
+
+    real, tried = decode.generate, []
+
+    def tight(model, tokenizer, config, eos, batch, seed):
+        tried.append(len(batch))
+        if len(batch) > limit:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(model, tokenizer, config, eos, batch, seed)
+
+    monkeypatch.setattr(decode, "generate", tight)
+    return tried
+
+
+def test_a_batch_out_of_memory_is_halved_and_nothing_is_lost(
+        one_process: Path, tiny, prompt_file, tmp_path, capsys, monkeypatch,
+        single_process_env) -> None:
+    tried = _fits_at_most(2, monkeypatch)
+    out = tmp_path / "out"
+    assert main(args(tiny, prompt_file, out)) == 0  # --batch-size=4
+    # 13 prompts: the first batch of 4 fails, then 2 at a time, the last one alone.
+    assert tried == [4] + [2] * 6 + [1]
+    assert results(out) == results(one_process)  # greedy: the same completions, in order
+    assert metrics(out)["ranks"][0]["batch_size"] == 2
+    err = capsys.readouterr().err
+    assert err.count("out of GPU memory") == 1
+    assert "mgft-generate: rank 0: out of GPU memory at --batch-size 4; going on at 2\n" in err
+
+
+def test_one_prompt_too_big_for_the_gpu_is_one_line_and_exit_2(
+        tiny, prompt_file, tmp_path, capsys, monkeypatch, single_process_env) -> None:
+    tried = _fits_at_most(0, monkeypatch)
+    assert main(args(tiny, prompt_file, tmp_path / "out", "--batch-size=2")) == 2
+    assert tried == [2, 1]
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == ("mgft-generate: rank 0: --batch-size 1: a single prompt and its completion "
+                    "do not fit in this GPU's memory; use --strategy mp to spread the model "
+                    "over the node's GPUs, or lower --max-new-tokens")

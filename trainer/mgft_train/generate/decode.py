@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +115,36 @@ def generate(model: torch.nn.Module, tokenizer: Any, config: Any, eos: list[int]
                         "finish_reason": "length" if end is None else "stop",
                         "prompt_tokens": len(p.ids), "completion_tokens": len(tokens)})
     return records
+
+
+def generate_all(model: torch.nn.Module, tokenizer: Any, config: Any, eos: list[int],
+                 items: list[Prompt], batch_size: int, seed: int,
+                 done: Callable[[list[dict[str, Any]], float], None],
+                 note: Callable[[str], None]) -> int:
+    """Every prompt in `items`, `batch_size` at a time; `done(records, seconds)` after each
+    batch. A batch that runs out of GPU memory is retried at half the size, and the rest go
+    at that size, so a default that is too large for a GPU costs a retry, not the job.
+    Returns the batch size it ended with."""
+    first = 0
+    while first < len(items):
+        batch = items[first:first + batch_size]
+        start = time.perf_counter()
+        try:
+            records = generate(model, tokenizer, config, eos, batch,
+                               seed=seed * 1_000_003 + batch[0].index)
+        except torch.OutOfMemoryError:
+            records = None  # handled below, once the failed batch's tensors are released
+        if records is None:
+            if batch_size == 1:
+                raise UsageError("--batch-size", 1, "a single prompt and its completion do "
+                                 "not fit in this GPU's memory", "use --strategy mp to "
+                                 "spread the model over the node's GPUs, or lower "
+                                 "--max-new-tokens")
+            torch.cuda.empty_cache()
+            note(f"out of GPU memory at --batch-size {batch_size}; going on at "
+                 f"{batch_size // 2}")
+            batch_size //= 2
+            continue
+        done(records, time.perf_counter() - start)
+        first += len(batch)
+    return batch_size

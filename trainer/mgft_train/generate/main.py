@@ -56,11 +56,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     group = join(env)
     try:
         run(args, env, device, tokenizer, items, settings, group)
-    except BaseException:
+    except BaseException as err:
         if group:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+        if isinstance(err, UsageError):  # found while generating (--batch-size 1 too big)
+            print(f"{PROG}: rank {env.rank}: {err}", file=sys.stderr)
+            return 2
         raise
     if group:
         import torch.distributed as dist
@@ -124,24 +127,29 @@ def run(args: GenerateArgs, env: DistEnv, device: Any, tokenizer: Any, items: li
     eos = decode.stop_ids(model, tokenizer)
     config = decode.generation_config(args, tokenizer, eos)
     writer = store.ShardWriter(args.output, rank)
-    tokens = 0
+    tokens = finished = 0
     batch_s: list[float] = []  # each batch's time: the first one pays the warm-up
+
+    def finish(records: list[dict[str, Any]], seconds: float) -> None:
+        nonlocal tokens, finished
+        writer.append(records)
+        batch_s.append(seconds)
+        tokens += sum(r["completion_tokens"] for r in records)
+        finished += len(records)
+        if rank == 0:
+            print(f"{PROG}: rank 0: {finished}/{len(mine)} prompts", flush=True)
+
+    def note(text: str) -> None:
+        print(f"{PROG}: rank {rank}: {text}", file=sys.stderr, flush=True)
+
     try:
-        for first in range(0, len(mine), args.batch_size):
-            batch = mine[first:first + args.batch_size]
-            t0 = time.perf_counter()
-            records = decode.generate(model, tokenizer, config, eos, batch,
-                                      seed=args.seed * 1_000_003 + batch[0].index)
-            writer.append(records)
-            batch_s.append(time.perf_counter() - t0)
-            tokens += sum(r["completion_tokens"] for r in records)
-            if rank == 0:
-                print(f"{PROG}: rank 0: {first + len(batch)}/{len(mine)} prompts", flush=True)
+        used = decode.generate_all(model, tokenizer, config, eos, mine, args.batch_size,
+                                   args.seed, finish, note)
     finally:
         writer.close()
     mine_stats = {"rank": rank, "prompts": len(mine), "completion_tokens": tokens,
                   "load_s": loaded - start, "generate_s": time.perf_counter() - loaded,
-                  "batch_s": batch_s,
+                  "batch_s": batch_s, "batch_size": used,
                   "peak_memory_bytes": _peak_memory(device)}
     stats = _gather(mine_stats, world, group)
     if rank == 0:
