@@ -6,8 +6,12 @@ does the same work. Reported: the generation phase (the slowest rank's time, fro
 generation_metrics.json) and the whole command's wall time (process start and model loading
 included). Target on 4 x H200: generation phase at least 3.8x faster than 1 GPU.
 
+Defaults: `mgft generate`'s own batch size, and 16 batches per GPU on the N-GPU run (at batch
+128 on 4 GPUs, 8,192 prompts), so each rank's fixed costs (its first batch) weigh the same
+whatever the batch size. The figures in the README used `--batch-size 32 --prompts 2048`.
+
 Usage (GPU machine):
-    python bench/generate_scaling.py --gpus 4 [--arch llama-3-8b] [--prompts 2048]
+    python bench/generate_scaling.py --gpus 4 [--arch llama-3-8b] [--prompts 8192]
 CPU plumbing check (tiny model, 1 vs 2 processes):
     python bench/generate_scaling.py --tiny
 """
@@ -27,8 +31,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_assets import GPU_SAFE_ENV, build_model, prompt_rows  # noqa: E402
+from mgft.generate.args import BATCH_SIZE  # noqa: E402
 
 TARGET = 3.8
+BATCHES_PER_GPU = 16
 
 
 def run(world: int, model_dir: Path, prompts: Path, work: Path,
@@ -79,8 +85,9 @@ def main() -> None:
                         default=Path(tempfile.gettempdir(), "mgft-bench", "generate_scaling"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    args.prompts = args.prompts or (32 if args.tiny else 2048)
-    args.batch_size = args.batch_size or (4 if args.tiny else 32)
+    args.batch_size = args.batch_size or (4 if args.tiny else BATCH_SIZE)
+    args.prompts = args.prompts or (32 if args.tiny else BATCHES_PER_GPU * args.gpus
+                                    * args.batch_size)
     args.max_new_tokens = args.max_new_tokens or (16 if args.tiny else 128)
     worlds = (1, 2) if args.tiny else (1, args.gpus)
     arch = "tiny" if args.tiny else args.arch
