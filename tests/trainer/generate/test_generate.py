@@ -4,6 +4,7 @@ against a single process; resume after a crash; sampling; chat templates; bad in
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -215,6 +216,17 @@ def test_a_batch_out_of_memory_is_halved_and_nothing_is_lost(
     err = capsys.readouterr().err
     assert err.count("out of GPU memory") == 1
     assert "mgft-generate: rank 0: out of GPU memory at --batch-size 4; going on at 2\n" in err
+
+
+def test_progress_counts_prompts_with_speed_and_eta(tiny, prompt_file, tmp_path, capsys,
+                                                    single_process_env) -> None:
+    assert main(args(tiny, prompt_file, tmp_path / "out")) == 0
+    lines = [line for line in capsys.readouterr().out.splitlines() if " prompts tok/s " in line]
+    done = [int(re.search(r"rank 0: (\d+)/13 prompts", line)[1]) for line in lines]
+    assert done == [4, 8, 12, 13]  # --batch-size=4, one line per batch
+    assert lines[-1].endswith(" eta 0:00:00")
+    assert all(re.fullmatch(r"mgft-generate: rank 0: \d+/13 prompts tok/s \d+ eta \d+:\d\d:\d\d",
+                            line) for line in lines)
 
 
 def test_one_prompt_too_big_for_the_gpu_is_one_line_and_exit_2(

@@ -24,6 +24,7 @@ from mgft.envcontract import DistEnv, LaunchEnv
 from mgft.generate.args import GenerateArgs, from_argv
 
 from mgft_train.errors import UsageError
+from mgft_train.progress import format_eta
 
 PROG = "mgft-generate"
 # Ranks wait for the slowest shard before merging; that can take hours, and gloo's default
@@ -136,8 +137,11 @@ def run(args: GenerateArgs, env: DistEnv, device: Any, tokenizer: Any, items: li
         batch_s.append(seconds)
         tokens += sum(r["completion_tokens"] for r in records)
         finished += len(records)
-        if rank == 0:
-            print(f"{PROG}: rank 0: {finished}/{len(mine)} prompts", flush=True)
+        if rank == 0:  # rank 0's shard stands for all: shards differ by at most one prompt
+            elapsed = time.perf_counter() - loaded
+            eta = format_eta(elapsed / finished * (len(mine) - finished))
+            print(f"{PROG}: rank 0: {finished}/{len(mine)} prompts tok/s "
+                  f"{tokens / elapsed:.0f} eta {eta}", flush=True)
 
     def note(text: str) -> None:
         print(f"{PROG}: rank {rank}: {text}", file=sys.stderr, flush=True)
