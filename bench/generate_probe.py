@@ -54,7 +54,7 @@ def main() -> None:
                       "--min-new-tokens=128"], prog="generate_probe")
     tokenizer = decode.load_tokenizer(args)
     items = prompts.encode(prompts.load_rows(args.prompts), tokenizer, args.chat_template)
-    ordered = sorted(items, key=lambda p: (-len(p.ids), p.index))
+    ordered = prompts.longest_first(items)
     device = torch.device("cuda", 0)
     torch.zeros(1, device=device)
     torch.cuda.synchronize()

@@ -18,9 +18,9 @@ from pydantic import Field
 from mgft.spec import JobSpec, Strategy
 
 GENERATE_MODULE = "mgft_train.generate"
-# Prompts per process per forward pass unless told. Decoding is bound by kernel launches well
-# past this: a 1B model on an H200 decodes 128 prompts in 1.3x the time of 16 (6x the
-# tokens/s; bench/PERF-NOTES.md, generate). A batch that runs out of memory is halved.
+# Prompts per process per forward pass unless told. Decoding is bound by kernel launches up
+# to about this size: a 1B model on an H200 decodes 128 prompts in 1.3x the time of 16 (6x
+# the tokens/s; bench/PERF-NOTES.md, generate). A batch that runs out of memory is halved.
 BATCH_SIZE = 128
 
 

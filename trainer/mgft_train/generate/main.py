@@ -112,7 +112,7 @@ def join(env: DistEnv) -> bool:
 
 def run(args: GenerateArgs, env: DistEnv, device: Any, tokenizer: Any, items: list,
         settings: dict[str, Any], group: bool) -> None:
-    from mgft_train.generate import decode, store
+    from mgft_train.generate import decode, prompts, store
 
     rank, world = (env.rank, env.world_size) if group else (0, 1)
     done = store.read_done(args.output)  # every rank, before any rank appends
@@ -120,8 +120,7 @@ def run(args: GenerateArgs, env: DistEnv, device: Any, tokenizer: Any, items: li
         store.write_settings(args.output, settings)
     _barrier(group)
     todo = [p for p in items if p.index not in done]
-    # Longest first: batches of similar length pad less, and an out-of-memory shows up at once.
-    mine = sorted(todo[rank::world], key=lambda p: (-len(p.ids), p.index))
+    mine = prompts.longest_first(todo[rank::world])
     start = time.perf_counter()
     model = decode.load_model(args, device)
     loaded = time.perf_counter()

@@ -125,3 +125,9 @@ def encode(rows: list[tuple[str, dict[str, Any]]], tokenizer: Any,
             raise UsageError("--prompts", where, "the prompt encodes to no tokens", FIX)
         prompts.append(Prompt(index=index, row=row, text=text, ids=ids))
     return prompts
+
+
+def longest_first(prompts: list[Prompt]) -> list[Prompt]:
+    """The order a rank generates its prompts in: batches of similar length pad less, and an
+    out-of-memory shows up in the first batch (ties by input order, so runs repeat)."""
+    return sorted(prompts, key=lambda p: (-len(p.ids), p.index))
