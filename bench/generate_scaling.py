@@ -7,11 +7,13 @@ generation_metrics.json) and the whole command's wall time (process start and mo
 included). Target on 4 x H200: generation phase at least 3.8x faster than 1 GPU.
 
 Defaults: `mgft generate`'s own batch size, and 16 batches per GPU on the N-GPU run (at batch
-128 on 4 GPUs, 8,192 prompts), so each rank's fixed costs (its first batch) weigh the same
-whatever the batch size. The figures in the README used `--batch-size 32 --prompts 2048`.
+256 on 4 GPUs, 16,384 prompts), so each rank's fixed costs (its first batch) weigh the same
+whatever the batch size. Repeated runs go in one folder, e.g. --out
+bench/results/generate-scaling-runs/bs256-4.json, and bench/generate_scaling_report.py tables
+and charts them.
 
 Usage (GPU machine):
-    python bench/generate_scaling.py --gpus 4 [--arch llama-3-8b] [--prompts 8192]
+    python bench/generate_scaling.py --gpus 4 [--arch llama-3-8b] [--prompts 16384]
 CPU plumbing check (tiny model, 1 vs 2 processes):
     python bench/generate_scaling.py --tiny
 """

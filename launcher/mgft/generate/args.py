@@ -18,10 +18,11 @@ from pydantic import Field
 from mgft.spec import JobSpec, Strategy
 
 GENERATE_MODULE = "mgft_train.generate"
-# Prompts per process per forward pass unless told. Decoding is bound by kernel launches up
-# to about this size: a 1B model on an H200 decodes 128 prompts in 1.3x the time of 16 (6x
-# the tokens/s; bench/PERF-NOTES.md, generate). A batch that runs out of memory is halved.
-BATCH_SIZE = 128
+# Prompts per process per forward pass unless told. Below about 256 a 1B model's decoding on
+# an H200 is bound by host time (kernel launches), which processes on one host share: at 256
+# it is bound by the GPU, so N processes scale by N (bench/PERF-NOTES.md, generate). A batch
+# that runs out of memory is halved.
+BATCH_SIZE = 256
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
