@@ -14,6 +14,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from plotting import paired_bars, pyplot, save
+
 DEFAULT = Path(__file__).resolve().parent / "results" / "generate-probe.json"
 
 
@@ -50,12 +52,7 @@ def by_batch_size(groups: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def chart(slowdown: list[dict[str, Any]], sizes: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(12, 4.5))
     x = [r["batch_size"] for r in sizes]
     (rate,) = left.plot(x, [r["prompts_per_s"] for r in sizes], "o-", label="prompts/s")
     left.set_xscale("log", base=2)
@@ -70,21 +67,13 @@ def chart(slowdown: list[dict[str, Any]], sizes: list[dict[str, Any]], path: Pat
     left.set_title("One H200, llama-3.2-1b: throughput by batch size")
     labels = [f"call {r['call']}, batch {r['batch_size']}"
               + ("" if r["omp_num_threads"] else "\nOMP threads unset") for r in slowdown]
-    pos = range(len(slowdown))
-    right.bar([p - 0.2 for p in pos], [r["alone_s"] for r in slowdown], 0.4, label="1 process")
-    right.bar([p + 0.2 for p in pos], [r["together_s"] for r in slowdown], 0.4,
-              label="4 at once (mean)")
-    for p, r in zip(pos, slowdown, strict=True):
-        right.annotate(f"+{r['slower']:.1%}", (p + 0.2, r["together_s"]), ha="center",
-                       va="bottom")
-    right.set_xticks(list(pos), labels)
-    right.set_ylabel("seconds per batch (steady)")
-    right.set_ylim(0, max(r["slowest_s"] for r in slowdown) * 1.15)
-    right.set_title("4xH200 VM: a batch beside 3 other processes")
-    right.legend(loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    tops = paired_bars(right, labels, [r["alone_s"] for r in slowdown],
+                       [r["together_s"] for r in slowdown], ("1 process", "4 at once (mean)"),
+                       "seconds per batch (steady)",
+                       "4xH200 VM: a batch beside 3 other processes", legend="lower right")
+    for x, r in zip(tops, slowdown, strict=True):
+        right.annotate(f"+{r['slower']:.1%}", (x, r["together_s"]), ha="center", va="bottom")
+    save(fig, path)
 
 
 def main() -> None:

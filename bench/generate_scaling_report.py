@@ -16,6 +16,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from plotting import paired_bars, pyplot, save
+
 DEFAULT = Path(__file__).resolve().parent / "results" / "generate-scaling-runs"
 
 
@@ -62,12 +64,7 @@ def load(folder: Path) -> list[tuple[str, dict[str, Any]]]:
 
 
 def chart(table: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(12, 4.5))
     pos = range(len(table))
     labels = [r["run"] for r in table]
     left.bar(list(pos), [r["speedup"] for r in table],
@@ -82,17 +79,12 @@ def chart(table: list[dict[str, Any]], path: Path) -> None:
     left.set_ylabel(f"generation phase, 1 GPU / {table[0]['gpus']} GPUs")
     left.set_title("Speedup, each run")
     left.legend(loc="upper left", ncols=2)
-    right.bar([p - 0.2 for p in pos], [r["one_batch_s"] for r in table], 0.4, label="1 GPU")
-    right.bar([p + 0.2 for p in pos], [r["many_batch_s"] for r in table], 0.4,
-              label=f"{table[0]['gpus']} GPUs (mean over ranks)")
-    right.set_xticks(list(pos), labels)
-    right.set_ylabel("seconds per batch after the first")
-    right.set_ylim(0, max(r["many_batch_s"] for r in table) * 1.25)
-    right.set_title("A later batch, alone and beside the other ranks")
-    right.legend(loc="upper left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    paired_bars(right, labels, [r["one_batch_s"] for r in table],
+                [r["many_batch_s"] for r in table],
+                ("1 GPU", f"{table[0]['gpus']} GPUs (mean over ranks)"),
+                "seconds per batch after the first",
+                "A later batch, alone and beside the other ranks")
+    save(fig, path)
 
 
 def main() -> None:

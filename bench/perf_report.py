@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from perf_runs import BATCH_TOLERANCE, LOSS_TOLERANCE, loss_gap
+from plotting import pyplot, save
 
 TARGET_ARCH = "llama-3-8b"
 
@@ -173,15 +174,10 @@ def _guard_cell(g: dict[str, Any] | None, key: str, ok: str, fmt: str) -> str:
 
 
 def chart(result: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     runs = {r["name"]: r for r in result["runs"]}
     configs = list(dict.fromkeys(f"{r['tuning']}-{r['strategy']}-{r['gpus']}g"
                                  for r in result["runs"]))
-    fig, (bars, curves) = plt.subplots(1, 2, figsize=(15, 5.5),
+    fig, (bars, curves) = pyplot().subplots(1, 2, figsize=(15, 5.5),
                                        gridspec_kw={"width_ratios": [3, 2]})
     for i, config in enumerate(configs):
         members = [r for r in result["runs"] if r["name"].split("-", 1)[1].split("@")[0]
@@ -223,9 +219,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     hw = result["hardware"]
     fig.suptitle(f"bench/perf.py: {result['settings']['arch']}, "
                  f"{hw.get('gpu_name') or 'CPU'}", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 def _bar_target(result: dict[str, Any], runs: dict[str, dict[str, Any]],
