@@ -178,7 +178,7 @@ def chart(result: dict[str, Any], path: Path) -> None:
     configs = list(dict.fromkeys(f"{r['tuning']}-{r['strategy']}-{r['gpus']}g"
                                  for r in result["runs"]))
     fig, (bars, curves) = pyplot().subplots(1, 2, figsize=(15, 5.5),
-                                       gridspec_kw={"width_ratios": [3, 2]})
+                                            gridspec_kw={"width_ratios": [3, 2]})
     for i, config in enumerate(configs):
         members = [r for r in result["runs"] if r["name"].split("-", 1)[1].split("@")[0]
                    == config]
