@@ -18,10 +18,10 @@ from pydantic import Field
 from mgft.spec import JobSpec, Strategy
 
 GENERATE_MODULE = "mgft_train.generate"
-# Prompts per process per forward pass unless told. Below about 256 a 1B model's decoding on
-# an H200 is bound by host time (kernel launches), which processes on one host share: at 256
-# it is bound by the GPU, so N processes scale by N (bench/PERF-NOTES.md, generate). A batch
-# that runs out of memory is halved.
+# Prompts per process per forward pass unless told. Up to about 128, a 1B model's decoding on
+# an H200 is bound by host time (kernel launches), which processes on one host share; at 256
+# the GPU's time per step is well above the host's, so N processes scale by N
+# (bench/PERF-NOTES.md, generate). A batch that runs out of memory is halved.
 BATCH_SIZE = 256
 
 
