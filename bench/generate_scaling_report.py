@@ -22,9 +22,10 @@ DEFAULT = Path(__file__).resolve().parent / "results" / "generate-scaling-runs"
 
 
 def steady_batch_s(run: dict[str, Any]) -> float:
-    """Mean seconds per batch over every rank's batches after its first."""
+    """Mean seconds per batch over every rank's batches after its first (NaN when no rank had
+    a second batch)."""
     later = [s for batches in run["batch_s"].values() for s in batches[1:]]
-    return statistics.mean(later)
+    return statistics.mean(later) if later else float("nan")
 
 
 def first_batch_s(run: dict[str, Any]) -> float:

@@ -4,6 +4,7 @@ batch size, the chart, and what the committed runs show about mgft generate's de
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -36,6 +37,12 @@ def test_each_run_is_one_row_with_its_speedup_and_steady_batches() -> None:
     # The first batch of every rank is left out of the steady mean, and is reported apart.
     assert b["one_batch_s"] == 1.0 and b["many_batch_s"] == pytest.approx(1.5)
     assert b["many_first_s"] == 5.0
+
+
+def test_a_run_of_single_batches_has_no_steady_time() -> None:
+    (row,) = rows([("one", result(64, 2.0, 1.0, [2.0], {"0": [1.0], "1": [0.9]}))])
+    assert math.isnan(row["one_batch_s"]) and math.isnan(row["many_batch_s"])
+    assert row["many_first_s"] == 1.0 and row["speedup"] == 2.0
 
 
 def test_runs_are_summarised_per_batch_size(tmp_path: Path) -> None:
