@@ -1,5 +1,6 @@
-"""Time one process's decode batches, the way `mgft generate` runs them, to see what a batch
-costs: alone or beside other processes, by batch size, with or without a change.
+"""Time one process's decode batches the way `mgft generate` runs them (its longest-first
+order and its batch loop, `decode.generate_all`), to see what a batch costs: alone or beside
+other processes, by batch size, with or without a change.
 
     python bench/generate_probe.py MODEL_DIR PROMPTS.jsonl OUT.json [--batch-size 32]
         [--batches 10] [--liger] [--reserve-gib 16] [--start-with N --start-dir DIR]
@@ -76,13 +77,11 @@ def main() -> None:
         phases["reserve"] = time.perf_counter() - began
     if opts.start_with:
         wait_for_peers(opts.start_dir, opts.start_with)
-    size = opts.batch_size
-    batch_s = []
-    for first in range(0, size * opts.batches, size):
-        began = time.perf_counter()
-        decode.generate(model, tokenizer, config, eos, ordered[first:first + size], seed=0)
-        torch.cuda.synchronize()
-        batch_s.append(time.perf_counter() - began)
+    batch_s: list[float] = []
+    size = decode.generate_all(model, tokenizer, config, eos,
+                               ordered[:opts.batch_size * opts.batches], opts.batch_size,
+                               args.seed, lambda _records, seconds: batch_s.append(seconds),
+                               print)
     result = {"batch_size": size, "batch_s": batch_s, "phases": phases,
               "peak_gib": torch.cuda.max_memory_allocated() / 2**30, "liger": opts.liger,
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
