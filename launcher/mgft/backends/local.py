@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import IO
 
 from mgft.errors import SubmitError
-from mgft.render.local import LocalCommand, local_command
+from mgft.render.local import STREAMED_RANK, LocalCommand, local_command
 from mgft.spec import JobSpec
-from mgft.torchrun_failure import FailureScan
+from mgft.torchrun_failure import FailureScan, rank_stderr_tail
 
 
 def torchrun_path() -> str:
@@ -32,6 +32,21 @@ def _pump(src: IO[str], dst: IO[str], scan: FailureScan | None) -> None:
         dst.flush()
         if scan is not None:
             scan.feed(line)
+
+
+def _print_silent_rank(log_dir: str, local_rank: int) -> None:
+    """Only rank 0 streams to the console: show why another rank failed first.
+
+    Without this its message is only in a log file, and rank 0, stopped by torchrun on that
+    failure, may not have printed its own.
+    """
+    found = rank_stderr_tail(log_dir, local_rank)
+    if found is None:
+        return
+    path, tail = found
+    print(f"mgft: local rank {local_rank} failed first; the end of {path}:", file=sys.stderr)
+    for line in tail:
+        print(f"  [{local_rank}] {line}", file=sys.stderr)
 
 
 def run(command: LocalCommand, cwd: Path | None = None) -> int:
@@ -55,6 +70,8 @@ def run(command: LocalCommand, cwd: Path | None = None) -> int:
     for t in threads:
         t.join()
     if code != 0 and scan.exit_code is not None:
+        if scan.local_rank not in (None, STREAMED_RANK):
+            _print_silent_rank(command.log_dir, scan.local_rank)
         where = f" (rank {scan.rank})" if scan.rank is not None else ""
         print(f"mgft: trainer exited with code {scan.exit_code}{where}; every rank's output "
               f"is under {command.log_dir}", file=sys.stderr)

@@ -10,6 +10,8 @@ from mgft.envcontract import DeviceEnv
 from mgft.render.common import job_env, trainer_argv
 from mgft.spec import JobSpec
 
+STREAMED_RANK = 0  # the one local rank whose output torchrun copies to the console
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class LocalCommand:
@@ -38,7 +40,7 @@ def local_command(spec: JobSpec, visible: tuple[str, ...] | None = None) -> Loca
         # Every rank's output goes to its own file under the log dir; rank 0 also to the console.
         f"--log-dir={log_dir}",
         "--tee=3",
-        "--local-ranks-filter=0",
+        f"--local-ranks-filter={STREAMED_RANK}",
         *trainer_argv(spec),
     ]
     devices = DeviceEnv(visible=visible).to_env() if visible is not None else {}

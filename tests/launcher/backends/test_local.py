@@ -70,3 +70,30 @@ def test_trainer_exit_code_comes_back_and_results_are_not_overwritten(run, tiny:
     assert proc.returncode == 2, proc.stderr[-2000:]
     assert "--output" in proc.stderr
     assert (output / "metrics.json").read_bytes() == before
+
+
+RANK_1_FAILS_FIRST = """
+import os, sys, time
+if os.environ["LOCAL_RANK"] == "1":
+    print("rank 1: --output /x holds a finished run; pick a new --output", file=sys.stderr)
+    sys.exit(2)
+time.sleep(60)  # rank 0 is stopped by torchrun before it says anything
+"""
+
+
+def test_a_silent_rank_that_fails_first_has_its_reason_shown(tmp_path: Path, capsys) -> None:
+    from mgft.backends.local import run as run_local
+    from mgft.render.local import STREAMED_RANK, LocalCommand
+
+    script = tmp_path / "worker.py"
+    script.write_text(RANK_1_FAILS_FIRST)
+    log_dir = str(tmp_path / "logs")
+    command = LocalCommand(env={}, log_dir=log_dir, argv=[
+        "torchrun", "--standalone", "--nnodes=1", "--nproc-per-node=2", f"--log-dir={log_dir}",
+        "--tee=3", f"--local-ranks-filter={STREAMED_RANK}", str(script)])
+    assert run_local(command) == 2
+    err = capsys.readouterr().err
+    assert "local rank 1 failed first" in err
+    assert "  [1] rank 1: --output /x holds a finished run; pick a new --output" in err
+    assert err.rstrip().endswith(f"trainer exited with code 2 (rank 1); every rank's output is "
+                                 f"under {log_dir}")
