@@ -107,6 +107,7 @@ def test_resume_skips_what_is_done_and_completes_the_rest(
     out = tmp_path / "out"
     shutil.copytree(two_processes, out)
     (out / "generations.jsonl").unlink()
+    first_run = metrics(out)
     original = {r["index"]: r for r in results(two_processes)}
     # As a crash leaves it: rank 0 got through 3 of its 7 prompts, the last line torn;
     # rank 1 finished. A kept result is marked to prove it is reused, not redone.
@@ -118,11 +119,30 @@ def test_resume_skips_what_is_done_and_completes_the_rest(
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = metrics(out)
     assert (report["already_done"], report["generated_now"]) == (3 + 6, 4)
+    assert report["earlier_runs"] == [first_run]  # the first run's figures are kept
     merged = results(out)
     assert [r["index"] for r in merged] == list(range(N))
     assert merged[marked["index"]]["completion"] == "SENTINEL"
     assert {r["index"]: r for r in merged if r["index"] != marked["index"]} == {
         i: r for i, r in original.items() if i != marked["index"]}
+
+
+def test_a_finished_job_rerun_loads_no_model_and_keeps_its_files(
+        one_process: Path, tiny, prompt_file, tmp_path, capsys, monkeypatch,
+        single_process_env) -> None:
+    from mgft_train.generate import decode
+
+    out = tmp_path / "out"
+    shutil.copytree(one_process, out)
+    before = {p.name: p.read_bytes() for p in out.glob("*.json*")}
+    monkeypatch.setattr(decode, "load_model", lambda *a: pytest.fail("loaded a model"))
+    assert main(args(tiny, prompt_file, out)) == 0
+    assert f"all {N} prompts already done; nothing to generate" in capsys.readouterr().out
+    assert {p.name: p.read_bytes() for p in out.glob("*.json*")} == before
+    # Every shard complete, the merge cut short: the rerun only merges.
+    (out / "generations.jsonl").unlink()
+    assert main(args(tiny, prompt_file, out)) == 0
+    assert (out / "generations.jsonl").read_bytes() == before["generations.jsonl"]
 
 
 def test_other_settings_on_resume_exit_2_and_touch_nothing(

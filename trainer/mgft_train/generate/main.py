@@ -120,6 +120,10 @@ def run(args: GenerateArgs, env: DistEnv, device: Any, tokenizer: Any, items: li
         store.write_settings(args.output, settings)
     _barrier(group)
     todo = [p for p in items if p.index not in done]
+    if not todo:  # the same on every rank: all read `done` before the barrier
+        if rank == 0:
+            _nothing_to_do(args.output, items)
+        return
     mine = prompts.longest_first(todo[rank::world])
     start = time.perf_counter()
     model = decode.load_model(args, device)
@@ -158,11 +162,22 @@ def run(args: GenerateArgs, env: DistEnv, device: Any, tokenizer: Any, items: li
     if rank == 0:
         path = store.merge(args.output, items)
         report = metrics(args, stats, device, len(items), len(done), group)
-        store.write_json(Path(args.output, store.METRICS), report)
+        store.write_metrics(args.output, report)
         print(f"{PROG}: {len(items)} prompts ({report['generated_now']} generated now, "
               f"{len(done)} already done) on {world} x {device.type}; "
               f"{report['completion_tokens']} tokens in {report['generate_s']:.1f} s "
               f"({report['tokens_per_s']:.0f} tok/s); wrote {path}", flush=True)
+
+
+def _nothing_to_do(output: str, items: list) -> None:
+    """A rerun of a finished job loads no model and keeps what the finished run wrote."""
+    from mgft_train.generate import store
+
+    path = Path(output, store.RESULT)
+    if not path.is_file():  # every shard complete, the merge itself cut short
+        store.merge(output, items)
+    print(f"{PROG}: all {len(items)} prompts already done; nothing to generate. "
+          f"Results: {path}", flush=True)
 
 
 def metrics(args: GenerateArgs, stats: list[dict[str, Any]], device: Any, total: int,

@@ -3,6 +3,7 @@
     <output>/shards/settings.json        what the generations were made with
     <output>/shards/rank-00003.jsonl     rank 3's results, appended and fsynced batch by batch
     <output>/generations.jsonl           every prompt's result in input order (written last)
+    <output>/generation_metrics.json     timings of the latest run, and of the runs before it
 
 A crash can tear at most the last line of a shard; readers skip it and its writer cuts it off
 before appending. A result is done once its line is complete, whichever rank or run wrote it.
@@ -111,6 +112,17 @@ def write_json(path: Path, data: Any) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_metrics(output: str | Path, report: dict[str, Any]) -> None:
+    """The latest run's figures at the top; those of the runs it resumed are kept under
+    "earlier_runs", oldest first."""
+    path = Path(output, METRICS)
+    if path.is_file():
+        before = json.loads(path.read_text(encoding="utf-8"))
+        earlier = before.pop("earlier_runs", [])
+        report = report | {"earlier_runs": [*earlier, before]}
+    write_json(path, report)
 
 
 def write_settings(output: str | Path, settings: dict[str, Any]) -> None:
