@@ -9,15 +9,18 @@ this; the trainer knows nothing of it.
 
 `summarize` replays the history's alloc/free events, finds the moment the live total was
 largest and lists the allocations alive then, largest first, each with the top frames of
-the Python stack that made it.
+the Python stack that made it, and all of them summed by the place that made them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 TOP = 30
 FRAMES = 6
+SITE_FRAMES = 2
+NO_FRAME = "(no Python frame: autograd's backward)"
 # Frames that say nothing about which tensor this is.
 NOISE = ("torch/nn/modules/module.py", "torch/utils/_contextlib.py", "torch/_tensor.py",
          "torch/autograd/__init__.py", "torch/autograd/graph.py", "<frozen ", "/functools.py",
@@ -60,4 +63,19 @@ def summarize(snapshot: dict[str, Any], device: int = 0, top: int = TOP) -> dict
             live.pop(e["addr"], None)
     largest = sorted(live.values(), key=lambda e: -e["size"])[:top]
     return {"peak_bytes": peak, "events": len(events), "live_at_peak": len(live),
-            "top": [{"bytes": e["size"], "frames": _frames(e)} for e in largest]}
+            "top": [{"bytes": e["size"], "frames": _frames(e)} for e in largest],
+            "by_site": by_site(live.values())}
+
+
+def by_site(allocations: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every allocation alive at the peak, summed by where it was made (its first SITE_FRAMES
+    frames), largest first: unlike `top`, the sites add up to the whole peak. Allocations
+    with no Python frame were made by autograd's engine thread in a backward pass."""
+    sites: dict[str, list[int]] = {}
+    for e in allocations:
+        site = " < ".join(_frames(e)[:SITE_FRAMES]) or NO_FRAME
+        total = sites.setdefault(site, [0, 0])
+        total[0] += e["size"]
+        total[1] += 1
+    return [{"site": site, "bytes": size, "count": count}
+            for site, (size, count) in sorted(sites.items(), key=lambda kv: -kv[1][0])]

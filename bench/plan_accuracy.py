@@ -232,6 +232,18 @@ def print_table(rows: list[dict], tiny: bool) -> None:
               f"  {verdict}")
 
 
+def print_sites(rows: list[dict], n: int = 12) -> None:
+    """For each run with a snapshot: where rank 0's memory was at its peak, largest first."""
+    for r in rows:
+        sites = (r.get("snapshot") or {}).get("by_site")
+        if not sites:
+            continue
+        print(f"\n{r['config']}: rank 0 at its peak "
+              f"({r['snapshot']['peak_bytes'] / GIB:.2f} GiB), by the code that allocated it")
+        for site in sites[:n]:
+            print(f"{site['bytes'] / GIB:>8.2f} GiB {site['count']:>6}  {site['site'][:110]}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -306,6 +318,7 @@ def main(argv: list[str] | None = None) -> None:
     previous = {r["config"]: r for r in previous_file.get("rows", [])}
     merged = previous | {r["config"]: r for r in rows}
     print_table(list(merged.values()), args.tiny)
+    print_sites(rows)
     ok = [r for r in merged.values() if r["status"] == "ok"]
     result = {"mode": "tiny-cpu" if args.tiny else "gpu", "target": TARGET,
               "settings": {k: v for k, v in vars(args).items() if k in (

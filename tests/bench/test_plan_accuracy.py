@@ -106,6 +106,25 @@ def test_snapshot_summary_lists_what_was_alive_at_the_peak() -> None:
     assert summarize({"device_traces": []})["peak_bytes"] == 0
 
 
+def test_snapshot_sites_add_up_to_the_whole_peak(capsys) -> None:
+    backward = {"action": "alloc", "addr": 9, "size": 70, "frames": []}
+    events = [alloc(1, 100, "weights"), alloc(2, 40, "act"), alloc(3, 40, "act"),
+              alloc(4, 30, "act"), backward, {"action": "free_completed", "addr": 4},
+              alloc(6, 5, "late")]
+    summary = summarize({"device_traces": [events]}, device=0, top=1)
+    assert summary["by_site"] == [
+        {"site": "transformers/llama.py:7 act", "bytes": 110, "count": 3},
+        {"site": "transformers/llama.py:7 weights", "bytes": 100, "count": 1},
+        {"site": "(no Python frame: autograd's backward)", "bytes": 70, "count": 1}]
+    assert sum(s["bytes"] for s in summary["by_site"]) == summary["peak_bytes"] == 280
+    from plan_accuracy import print_sites
+
+    print_sites([{"config": "no-snapshot"}, {"config": "8b-x", "snapshot": summary}], n=2)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("8b-x: rank 0 at its peak (0.00 GiB)")
+    assert [line.split()[-1] for line in lines[1:]] == ["act", "weights"]  # the 2 largest
+
+
 def test_snapshot_hook_wraps_the_trainer_in_its_workers_only(tmp_path: Path) -> None:
     """--snapshot's sitecustomize: in a torchrun worker (LOCAL_RANK set) model loading starts
     the allocator history and reading the peaks writes its summary; elsewhere nothing."""
