@@ -13,6 +13,8 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from mgft_train.parallel import zero3_linear
+
 
 def strategy_that_ran(model: torch.nn.Module) -> tuple[str, dict[str, Any]]:
     """(strategy name as --strategy spells it, evidence) for the object the loop trained."""
@@ -56,6 +58,8 @@ def _deepspeed(engine: Any) -> tuple[str, dict[str, Any]]:
         "params": len(params),
         "offload_optimizer": str(offload_opt.device.value) if offload_opt else None,
         "offload_param": str(offload_param.device.value) if offload_param else None,
+        # ZeRO-3: linears that save their weight by reference, not a gathered copy.
+        "referenced_linears": zero3_linear.referenced(engine.module),
     }
     offloaded = stage == 3 and offload_opt is not None and offload_param is not None and \
         evidence["offload_optimizer"] == "cpu" and evidence["offload_param"] == "cpu"

@@ -19,6 +19,7 @@ from mgft.spec import Strategy, TrainSpec
 from mgft_train import optim
 from mgft_train.distributed import Dist
 from mgft_train.model import blocks
+from mgft_train.parallel import zero3_linear
 from mgft_train.parallel.engine import Engine
 
 STAGES = {Strategy.ZERO1: 1, Strategy.ZERO2: 2, Strategy.ZERO3: 3, Strategy.ZERO3_OFFLOAD: 3}
@@ -68,6 +69,7 @@ def apply(model: torch.nn.Module, spec: TrainSpec, ctx: Dist, total: int) -> Eng
     trainable = [p for p in model.parameters() if p.requires_grad]
     if stage == 3:
         gather_whole_blocks(model)
+        zero3_linear.reference_weights(model)
     if spec.strategy is Strategy.ZERO3_OFFLOAD:
         from deepspeed.ops.adam import DeepSpeedCPUAdam  # steps on the CPU, where state lives
 
