@@ -1,4 +1,4 @@
-"""ZeRO-3's linear layers, saving a frozen layer's input for nobody.
+"""ZeRO-3's linear layers: a frozen layer saves no input for the backward pass.
 
 When `deepspeed.initialize` partitions a model for ZeRO-3 it swaps
 `torch.nn.functional.linear` for its own (`memory_efficient_linear`), so that the backward
@@ -7,8 +7,8 @@ forward. That function saves the layer's input whatever the weight, though the i
 serves the weight's gradient. In a LoRA model with adapter dropout (the default) the frozen
 base layers' inputs are saved by nothing else: per token and block, the two normed hidden
 states and the MLP's gated product, plus lm_head's input once. For an 8B Llama, 1.45 MB per
-token: 6.9 GiB per GPU at 5 x 1024 tokens (`bench/results/plan_accuracy-8b-lora-zero3-
-snapshot.json` measured ZeRO-3 8.0 GiB above the plan, which counts no such inputs).
+token: 6.9 GiB per GPU at 5 x 1024 tokens, of the 8.0 GiB by which 4xH200 measured ZeRO-3
+above `mgft plan`, which counts no such inputs (docs/plan.md).
 
 `ReferencedWeight` saves the parameter by reference, as DeepSpeed's does, and the input only
 when the weight trains. Full fine-tuning saves what it did before.
