@@ -39,6 +39,16 @@ def test_output_holding_results_exits_2(tiny, tmp_path, capsys, single_process_e
     assert (tmp_path / "metrics.json").read_text() == "{}"
 
 
+def test_a_rank_other_than_0_also_says_why_it_exits_2(tiny, tmp_path, capsys,
+                                                      single_process_env, monkeypatch):
+    """torchrun may stop rank 0 before it prints, when another rank exits first."""
+    (tmp_path / "metrics.json").write_text("{}")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(argv(tiny, tmp_path)) == 2  # found before any process group is joined
+    assert capsys.readouterr().err.startswith(f"mgft-train: rank 1: --output {tmp_path}: ")
+
+
 def test_bad_dataset_row_exits_2_naming_the_line(tiny, tmp_path, capsys, single_process_env):
     data = tmp_path / "d.jsonl"
     data.write_text('{"instruction": "a", "output": "b"}\n{"instruction": "a"}\n')

@@ -10,3 +10,10 @@ class UsageError(Exception):
         super().__init__(f"{flag} {value}: {problem}; {fix}")
         self.flag = flag
         self.value = value
+
+    def report(self, prog: str, rank: int) -> str:
+        """The stderr line. Every rank that finds bad input prints it, not rank 0 alone: the
+        first rank to exit ends the job, torchrun may stop rank 0 before it has printed, and an
+        input can be bad on one node only (a path missing there). Rank 0 says it as a single
+        process would; the others name themselves."""
+        return f"{prog}: {self}" if rank == 0 else f"{prog}: rank {rank}: {self}"

@@ -54,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dataset = data.prepare(spec, tokenizer)  # every bad row, and a missing chat template
         device = distributed.resolve_device(LaunchEnv.from_env(), env)
     except UsageError as err:
-        return _usage(err, env.is_main)
+        return _usage(err, env.rank)
 
     ctx = distributed.init(env, device)
     _quiet_hf()
@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = run(spec, ctx, env, tokenizer, dataset, resume_from)
     except UsageError as err:  # found only once the model is loaded (e.g. --lora-targets)
         distributed.abandon(ctx)
-        return _usage(err, ctx.is_main)
+        return _usage(err, ctx.rank)
     except BaseException:
         distributed.abandon(ctx)
         raise
@@ -135,9 +135,8 @@ def resumable(spec: TrainSpec) -> str:
             "resume")
 
 
-def _usage(err: UsageError, is_main: bool) -> int:
-    if is_main:
-        print(f"{PROG}: {err}", file=sys.stderr)
+def _usage(err: UsageError, rank: int) -> int:
+    print(err.report(PROG, rank), file=sys.stderr)
     return exitcodes.USAGE
 
 

@@ -68,6 +68,8 @@ def test_trainer_exit_code_comes_back_and_results_are_not_overwritten(run, tiny:
     before = (output / "metrics.json").read_bytes()
     proc = submit(tiny, output, "--max-steps", "2")
     assert proc.returncode == 2, proc.stderr[-2000:]
+    # Whichever rank exits first, its reason reaches the console: rank 0 streams, and another
+    # rank's log is shown when it failed first.
     assert "--output" in proc.stderr
     assert (output / "metrics.json").read_bytes() == before
 

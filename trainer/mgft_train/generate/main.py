@@ -50,8 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store.check_settings(args.output, settings)
         device = resolve_device(LaunchEnv.from_env(), env)
     except UsageError as err:
-        if env.is_main:
-            print(f"{PROG}: {err}", file=sys.stderr)
+        print(err.report(PROG, env.rank), file=sys.stderr)
         return 2
     _quiet_hf()
     group = join(env)
