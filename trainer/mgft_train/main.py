@@ -11,7 +11,8 @@ metrics.json, loss.png and TensorBoard events under <output>/tensorboard/.
 
 Exit codes (mgft.exitcodes):
   0   done.
-  2   bad input: one line on stderr naming the flag, the value and the fix.
+  2   bad input: one line on stderr naming the flag, the value and the fix (from each rank
+      that found it; ranks other than 0 prefix it with "rank N:").
   75  preempted: SIGTERM or SIGUSR2 reached at least one rank; every rank finished the step,
       wrote a checkpoint under <output>/checkpoints and stopped. Rerun the same command to
       resume from it (Slurm requeue, Kubernetes restart, or by hand).

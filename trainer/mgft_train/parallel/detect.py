@@ -58,7 +58,7 @@ def _deepspeed(engine: Any) -> tuple[str, dict[str, Any]]:
         "params": len(params),
         "offload_optimizer": str(offload_opt.device.value) if offload_opt else None,
         "offload_param": str(offload_param.device.value) if offload_param else None,
-        # ZeRO-3: linears that save their weight by reference, not a gathered copy.
+        # ZeRO-3: linears routed through zero3_linear (a frozen weight's input is not saved).
         "referenced_linears": zero3_linear.referenced(engine.module),
     }
     offloaded = stage == 3 and offload_opt is not None and offload_param is not None and \
