@@ -5,6 +5,11 @@ back; both are done here by hand, on the real autograd graph."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -92,11 +97,6 @@ def test_only_plain_linears_are_routed() -> None:
 def test_under_real_zero3_lora_saves_no_frozen_input_and_the_same_gradients(tiny, cpu_job_env):
     """The trainer's own ZeRO-3 path on 2 gloo ranks, against DeepSpeed's linear: what autograd
     saves drops by exactly the frozen layers' inputs, and loss and gradients are unchanged."""
-    import json
-    import subprocess
-    import sys
-    from pathlib import Path
-
     script = Path(__file__).with_name("zero3_saved.py")
     reports = {}
     for mode in ("ours", "deepspeed"):
