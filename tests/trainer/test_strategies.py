@@ -78,9 +78,9 @@ def test_zero_runs_a_deepspeed_engine_at_the_requested_stage(strategy, tuning, e
     assert evidence["optimizer"] == ("DeepSpeedZeroOptimizer_Stage3" if stage == 3
                                      else "DeepSpeedZeroOptimizer")
     assert evidence["offload_optimizer"] is None and evidence["offload_param"] is None
-    # ZeRO-3 saves weights by reference (zero3_linear): every plain linear, so all 7 per
-    # block in full fine-tuning, the LoRA adapters' too, never QLoRA's 4-bit base layers;
-    # lm_head in every case.
+    # ZeRO-3 routes every plain linear through zero3_linear: all 7 per block in full
+    # fine-tuning, LoRA's base layers and adapters, QLoRA's adapters (never its 4-bit base
+    # layers); lm_head in every case.
     blocks = 2 * 7
     expected = {"full": blocks + 1, "lora": blocks + 2 * blocks + 1, "qlora": 2 * blocks + 1}
     assert evidence["referenced_linears"] == (expected[tuning] if stage == 3 else 0)
