@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from mgft.spec import Strategy, TrainSpec, Tuning
@@ -102,3 +104,43 @@ def test_activation_checkpointing_recomputes_and_gives_the_same_gradients(tiny, 
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_model_type_outside_the_proven_families_exits_2_naming_them(tiny, tmp_path, capsys,
+                                                                      single_process_env):
+    from mgft_train.main import main
+    from transformers import AutoTokenizer, GPTNeoXConfig
+
+    model_dir = tmp_path / "neox"
+    GPTNeoXConfig(vocab_size=512, hidden_size=32, num_hidden_layers=1,
+                  num_attention_heads=2, intermediate_size=64).save_pretrained(model_dir)
+    AutoTokenizer.from_pretrained(tiny.model_dir).save_pretrained(model_dir)
+    args = [f"--model={model_dir}", f"--dataset={tiny.data}", f"--output={tmp_path / 'o'}",
+            "--max-steps=1", "--random-init=true"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "model_type 'gpt_neox'" in err
+    assert "Gemma-2 (gemma2)" in err and "Phi-3 (phi3)" in err
+
+
+@pytest.mark.parametrize("model_type", ["gemma2", "phi3"])
+def test_a_family_other_than_llama_trains_end_to_end(model_type, tiny, tmp_path,
+                                                     single_process_env):
+    """Through mgft-train itself: the tiny family config with the tiny tokenizer's vocab."""
+    import json
+
+    from mgft_train import tiny_families
+    from mgft_train.main import main
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny.model_dir)
+    model_dir = tmp_path / model_type
+    tiny_families.config(model_type, vocab_size=len(tokenizer), pad_token_id=0,
+                         bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    args = [f"--model={model_dir}", f"--dataset={tiny.data}", f"--output={tmp_path / 'o'}",
+            "--max-steps=2", "--seq-len=64", "--random-init=true", "--save=none"]
+    assert main(args) == 0
+    metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
+    assert metrics["steps"] == 2 and all(math.isfinite(x) for x in metrics["losses"])

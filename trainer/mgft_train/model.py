@@ -7,9 +7,10 @@ import warnings
 from typing import Any
 
 import torch
+from mgft.families import FAMILIES, supported_line
 from mgft.spec import Kernels, Strategy, TrainSpec, Tuning
 
-from mgft_train import kernels
+from mgft_train import attention, kernels
 from mgft_train.distributed import Dist
 from mgft_train.errors import UsageError
 
@@ -60,6 +61,7 @@ def load_model(spec: TrainSpec, ctx: Dist) -> torch.nn.Module:
 
     torch.manual_seed(spec.seed)
     config = AutoConfig.from_pretrained(spec.model, local_files_only=True)
+    check_family(spec.model, config.model_type)
     where = placement(spec, ctx, config)
     kernels.apply_liger(spec, ctx.device, config.model_type)  # patches classes: before building
     attention = attention_for(spec, ctx.device)
@@ -74,6 +76,14 @@ def load_model(spec: TrainSpec, ctx: Dist) -> torch.nn.Module:
     return add_lora(model, spec)
 
 
+def check_family(model_dir: str, model_type: str) -> None:
+    """Only families proven to train as transformers computes them (test_families.py)."""
+    if model_type not in FAMILIES:
+        raise UsageError("--model", model_dir, f"model_type {model_type!r} is not a family mgft "
+                         f"has proven it trains correctly; supported: {supported_line()}",
+                         "use a model of a supported family")
+
+
 def enable_checkpointing(model: torch.nn.Module) -> None:
     kwargs = {"use_reentrant": False}
     if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.2x
@@ -83,10 +93,10 @@ def enable_checkpointing(model: torch.nn.Module) -> None:
 
 
 def attention_for(spec: TrainSpec, device: torch.device) -> dict[str, str]:
-    """from_pretrained's attn_implementation: varlen for packed batches on GPUs (kernels.py),
-    transformers' default (sdpa) otherwise."""
-    if spec.packing and spec.kernels is not Kernels.NONE and kernels.varlen_available(device):
-        return {"attn_implementation": kernels.register_varlen()}
+    """from_pretrained's attn_implementation: mgft's packed attention for packed batches on
+    GPUs (attention.py), transformers' default for the model otherwise."""
+    if spec.packing and spec.kernels is not Kernels.NONE and device.type == "cuda":
+        return {"attn_implementation": attention.register()}
     return {}
 
 

@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from mgft_train.attention import VARLEN, register
 from mgft_train.data import IGNORE, collate, encode, load_rows, model_inputs, real_tokens
 from mgft_train.data.encode import Example
 from mgft_train.data.packing import collate_packed, fill, flat_rows, pack
-from mgft_train.kernels import VARLEN, register_varlen
 from mgft_train.loop import loss_sum
 
 
@@ -118,7 +118,7 @@ def model(request, tiny):
     """mgft_varlen runs its per-sample CPU path here; on GPUs it calls flash varlen."""
     from transformers import AutoModelForCausalLM
 
-    register_varlen()
+    register()
     model = AutoModelForCausalLM.from_pretrained(tiny.model_dir, local_files_only=True,
                                                  attn_implementation=request.param)
     assert model.config._attn_implementation == request.param
