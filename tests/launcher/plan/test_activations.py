@@ -26,8 +26,7 @@ TINY = {
     "llama-mha": Arch(name="t", family="llama", vocab=300, hidden=64, intermediate=176,
                       layers=2, heads=4, kv_heads=4, head_dim=16, tied=False),
     "qwen2-tied-bias": Arch(name="t", family="qwen2", vocab=300, hidden=64, intermediate=96,
-                            layers=2, heads=4, kv_heads=1, head_dim=16, tied=True,
-                            qkv_bias=True),
+                            layers=2, heads=4, kv_heads=1, head_dim=16, tied=True),
 }
 # name -> (full, LoRA dropout, adapters cast to bf16 as DeepSpeed does)
 MODES = {"full": (True, False, False), "lora-dropout": (False, True, False),
