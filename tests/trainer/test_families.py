@@ -126,12 +126,13 @@ def test_a_dropped_feature_is_caught(model_type, dropped, references, monkeypatc
     attention.Features(window=8, softcap=1.0), attention.Features(softcap=0.5)])
 def test_flex_path_arithmetic_equals_per_sample(features):
     """The GPU's flex kernel is given these mask and score functions; flex runs forward-only
-    on CPUs, uncompiled, so its arithmetic is checked here against the per-sample path."""
+    on CPUs, uncompiled, so its arithmetic (padding, document ids, block mask) is checked
+    here against the per-sample path."""
     torch.manual_seed(0)
     cu = torch.tensor([0, 5, 18, 39, 69], dtype=torch.int32)
     q = torch.randn(69, 4, 16)
     k, v = torch.randn(69, 2, 16), torch.randn(69, 2, 16)
-    flex = attention.flex_forward(q, k, v, cu, 0.25, features)
+    flex = attention.flex(q, k, v, cu, 0.25, features, compiled=False)
     dense = attention._per_sample(q, k, v, cu, 0.25, features, dropout=0.0)
     torch.testing.assert_close(flex, dense, rtol=0, atol=1e-5)
 

@@ -22,6 +22,7 @@ transformers' masks, or dense math over those masks for a softcapping layer.
 from __future__ import annotations
 
 import inspect
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 from mgft_train.errors import UsageError
 
 VARLEN = "mgft_varlen"
+FORCE_ENV = "MGFT_BENCH_ATTENTION"  # bench/fidelity.py: varlen, flex or per_sample
 # Keyword arguments that describe the batch or the cache, not what attention computes.
 # (transformers' TransformersKwargs and what its layers add).
 PLUMBING = frozenset({"position_ids", "cu_seq_lens_q", "cu_seq_lens_k", "max_length_q",
@@ -138,7 +140,12 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         raise ValueError("packed attention takes one packed row per micro-batch")
     q, k, v = (t[0].transpose(0, 1) for t in (query, key, value))  # (tokens, heads, dim)
     longest = int(kwargs["max_length_q"])
-    if dropout:
+    forced = os.environ.get(FORCE_ENV)
+    if forced:  # benchmarks only: e.g. flex against varlen on a model both can serve
+        kernel, why = forced, f"{FORCE_ENV}={forced}"
+        if forced == "varlen" and features.softcap is not None:
+            raise ValueError(f"{FORCE_ENV}=varlen: this layer softcaps, which varlen cannot")
+    elif dropout:
         kernel, why = "per_sample", "attention dropout: the fused kernels have none"
     elif not q.is_cuda:
         kernel, why = "per_sample", "CPU"
@@ -152,7 +159,7 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
     if kernel == "varlen":
         out = _varlen(q, k, v, cu_seqlens, longest, scaling, features)
     elif kernel == "flex":
-        out = _flex(q, k, v, cu_seqlens, scaling, features)
+        out = flex(q, k, v, cu_seqlens, scaling, features)
     else:
         out = _per_sample(q, k, v, cu_seqlens, scaling, features, dropout)
     return out.unsqueeze(0), None
@@ -193,43 +200,58 @@ def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch
     from torch.nn.attention.varlen import varlen_attn
 
     cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
+    kwargs: dict[str, Any] = {}
+    if k.shape[1] != q.shape[1]:  # grouped-query attention
+        if "enable_gqa" in inspect.signature(varlen_attn).parameters:
+            kwargs["enable_gqa"] = True
+        else:  # torch 2.11
+            k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
     return varlen_attn(q, k, v, cu, cu, longest, longest, scale=scaling,
-                       window_size=features.window_size(), enable_gqa=k.shape[1] != q.shape[1])
+                       window_size=features.window_size(), **kwargs)
 
 
 _compiled: dict[str, Any] = {}
+_masks: dict[tuple[int, int, int | None], tuple[torch.Tensor, Any]] = {}
 
 
-def _flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-          scaling: float | None, features: Features) -> torch.Tensor:
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+def flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
+         scaling: float | None, features: Features, *, compiled: bool = True) -> torch.Tensor:
+    """flex_attention over the packed row. The row is padded to a power of two, so that a
+    run compiles a handful of shapes (packs are nearly full: little is wasted) rather than
+    one per batch, which would exhaust torch.compile's recompile limit and fall back to
+    unfused math. compiled=False: flex's reference implementation, forward only (how the CPU
+    tests run this function)."""
+    from torch.nn.attention.flex_attention import flex_attention
 
-    if "flex" not in _compiled:
+    tokens = q.shape[0]
+    width = max(128, 1 << (tokens - 1).bit_length())
+    if compiled and "flex" not in _compiled:
         _compiled["flex"] = torch.compile(flex_attention, dynamic=False)
-    tokens = q.shape[0]
-    doc = document_ids(cu_seqlens.to(q.device), tokens)
-    block_mask = create_block_mask(features.mask_mod(doc), None, None, tokens, tokens,
-                                   device=q.device)
-    qh, kh, vh = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, heads, tokens, dim)
-    out = _compiled["flex"](qh, kh, vh, score_mod=features.score_mod(), block_mask=block_mask,
-                            scale=scaling, enable_gqa=kh.shape[1] != qh.shape[1])
-    return out[0].transpose(0, 1)
+    run = _compiled["flex"] if compiled else flex_attention
+    pad = (0, 0, 0, 0, 0, width - tokens)  # (tokens, heads, dim): pad the token axis
+    qh, kh, vh = (F.pad(t, pad).transpose(0, 1).unsqueeze(0) for t in (q, k, v))
+    out = run(qh, kh, vh, score_mod=features.score_mod(),
+              block_mask=block_mask(cu_seqlens.to(q.device), width, features, compiled),
+              scale=scaling, enable_gqa=kh.shape[1] != qh.shape[1])
+    return out[0].transpose(0, 1)[:tokens]
 
 
-def flex_forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch.Tensor,
-                 scaling: float | None, features: Features) -> torch.Tensor:
-    """flex_attention uncompiled, with the GPU path's mask and score functions: how the CPU
-    tests run the flex path's arithmetic (flex has no backward on CPUs)."""
-    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+def block_mask(cu_seqlens: torch.Tensor, width: int, features: Features, compiled: bool) -> Any:
+    """One mask per batch and window, shared by every layer of the forward pass (building it
+    costs as much as a layer's attention)."""
+    from torch.nn.attention.flex_attention import create_block_mask
 
-    tokens = q.shape[0]
-    doc = document_ids(cu_seqlens, tokens)
-    block_mask = create_block_mask(features.mask_mod(doc), None, None, tokens, tokens,
-                                   device=q.device)
-    qh, kh, vh = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))
-    out = flex_attention(qh, kh, vh, score_mod=features.score_mod(), block_mask=block_mask,
-                         scale=scaling, enable_gqa=kh.shape[1] != qh.shape[1])
-    return out[0].transpose(0, 1)
+    key = (cu_seqlens.data_ptr(), width, features.window)
+    hit = _masks.get(key)
+    if hit is not None and hit[0] is cu_seqlens:
+        return hit[1]
+    doc = document_ids(cu_seqlens, width)
+    mask = create_block_mask(features.mask_mod(doc), None, None, width, width,
+                             device=cu_seqlens.device, _compile=compiled)
+    if len(_masks) > 8:
+        _masks.clear()
+    _masks[key] = (cu_seqlens, mask)
+    return mask
 
 
 def document_ids(cu_seqlens: torch.Tensor, tokens: int) -> torch.Tensor:
