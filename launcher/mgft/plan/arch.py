@@ -34,6 +34,11 @@ class Layout:
     window: bool = True  # the config has sliding_window
     use_window: bool = False  # ... and it applies only under use_sliding_window (Qwen)
     softcap: bool = False  # the config has the softcaps and query_pre_attn_scalar (Gemma-2, -3)
+    # With a sliding window, every `global_every`-th layer attends to everything and the
+    # others use the window (transformers' default layer_types); 0: every layer uses it.
+    global_every: int = 0
+    rope_per_type: bool = False  # cos/sin computed for each layer type (Gemma-3's two thetas)
+    eager: bool = False  # transformers' default attention is eager (sdpa cannot softcap)
     act: str = "silu"
     act_key: str = "hidden_act"
     eps: float = 1e-5  # rms_norm_eps, as the published checkpoints set it
@@ -56,13 +61,14 @@ LAYOUTS: dict[str, Layout] = {
                     defaults={"num_key_value_heads": 32, "head_dim": 128}),
     "gemma": Layout(causal_lm="GemmaForCausalLM", window=False,
                     defaults=GEMMA_DEFAULTS | {"num_key_value_heads": 16}, **GEMMA),
-    "gemma2": Layout(causal_lm="Gemma2ForCausalLM", norms=4, softcap=True,
-                     act_key="hidden_activation", **GEMMA,
+    "gemma2": Layout(causal_lm="Gemma2ForCausalLM", norms=4, softcap=True, global_every=2,
+                     eager=True, act_key="hidden_activation", **GEMMA,
                      defaults=GEMMA_DEFAULTS | LOCAL | {
                          "num_key_value_heads": 4, "attn_logit_softcapping": 50.0,
                          "final_logit_softcapping": 30.0}),
     "gemma3_text": Layout(causal_lm="Gemma3ForCausalLM", norms=4, qk_norm=True, softcap=True,
-                          act_key="hidden_activation", **GEMMA,
+                          global_every=6, rope_per_type=True, act_key="hidden_activation",
+                          **GEMMA,
                           defaults=GEMMA_DEFAULTS | LOCAL | {"num_key_value_heads": 4}),
     "phi3": Layout(causal_lm="Phi3ForCausalLM", fused=True, attention_bias=False),
 }
@@ -94,6 +100,15 @@ class Arch:
     @property
     def layout(self) -> Layout:
         return LAYOUTS[self.family]
+
+    @property
+    def local_layers(self) -> int:
+        """Layers that attend through the sliding window. Layer 0 is one of them whenever
+        there are any. Qwen's max_window_layers is not read: all of its layers are counted."""
+        if self.sliding_window is None:
+            return 0
+        every = self.layout.global_every
+        return self.layers - self.layers // every if every else self.layers
 
     @property
     def q_dim(self) -> int:

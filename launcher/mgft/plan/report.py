@@ -108,8 +108,9 @@ def run_plan(as_json: bool, **options: Any) -> None:
     from mgft.plan.pick import make_plan
 
     if options["model"] == "list":
+        width = max(map(len, KNOWN))
         for name, arch in KNOWN.items():
-            click.echo(f"{name:<14} {arch.params / 1e9:6.2f} B  ({arch.family})")
+            click.echo(f"{name:<{width}} {arch.params / 1e9:6.2f} B  ({arch.family})")
         return
     job, budget = job_from_options(options)
     plan = make_plan(job, budget)

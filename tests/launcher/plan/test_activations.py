@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from mgft.families import FAMILIES
 from mgft.plan.activations import (
     Batch,
     activation_bytes,
@@ -20,18 +21,34 @@ from mgft.plan.activations import (
 )
 from mgft.plan.arch import KNOWN, Arch
 
+
+def tiny(family: str, **changes) -> Arch:
+    shape = dict(name="t", family=family, vocab=300, hidden=64, intermediate=176, layers=3,
+                 heads=4, kv_heads=2, head_dim=16, tied=False)
+    return Arch(**(shape | changes))
+
+
 TINY = {
-    "llama-gqa": Arch(name="t", family="llama", vocab=300, hidden=64, intermediate=176,
-                      layers=3, heads=4, kv_heads=2, head_dim=16, tied=False),
-    "llama-mha": Arch(name="t", family="llama", vocab=300, hidden=64, intermediate=176,
-                      layers=2, heads=4, kv_heads=4, head_dim=16, tied=False),
-    "qwen2-tied-bias": Arch(name="t", family="qwen2", vocab=300, hidden=64, intermediate=96,
-                            layers=2, heads=4, kv_heads=1, head_dim=16, tied=True),
+    "llama-gqa": tiny("llama"),
+    "llama-mha": tiny("llama", layers=2, kv_heads=4),
+    "qwen2-tied-bias": tiny("qwen2", intermediate=96, layers=2, kv_heads=1, tied=True),
+    # a window shorter than the samples: every layer masked, even unpadded
+    "mistral-window": tiny("mistral", sliding_window=8),
+    "qwen3-qk-norms": tiny("qwen3"),
+    "gemma-tied": tiny("gemma", head_dim=24, tied=True),
+    # eager attention (sdpa cannot softcap): score matrices per head, the softcaps' tanh
+    "gemma2-softcaps": tiny("gemma2", sliding_window=8, attn_softcap=5.0, final_softcap=3.0,
+                            query_scale=16),
+    # five local layers (window 8, masked even unpadded) and a global one; two rope tables
+    "gemma3-windows": tiny("gemma3_text", layers=6, sliding_window=8, query_scale=16),
+    "phi3-fused": tiny("phi3"),
 }
 # name -> (full, LoRA dropout, adapters cast to bf16 as DeepSpeed does)
 MODES = {"full": (True, False, False), "lora-dropout": (False, True, False),
          "lora": (False, False, False), "lora-bf16": (False, False, True)}
 B, S, RANK = 2, 32, 8
+# transformers' attention for each family: sdpa, but Gemma-2 softcaps, which sdpa cannot.
+ATTENTION = {family: "eager" if family == "gemma2" else "sdpa" for family in FAMILIES}
 LAYOUTS = ("unpadded", "padded", "packed")
 
 
@@ -58,9 +75,9 @@ def measured_saved_bytes(arch: Arch, mode: str, layout: str, checkpointing: bool
 
     full, dropout, bf16_adapters = MODES[mode]
     torch.manual_seed(0)
-    config = AutoConfig.for_model(**arch.hf_config())
+    config = AutoConfig.for_model(**arch.hf_config(), pad_token_id=0)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16,
-                                             attn_implementation="sdpa")
+                                             attn_implementation=ATTENTION[arch.family])
     if checkpointing:
         model.activation_checkpointing_enable(
             activation_checkpointing_kwargs={"use_reentrant": False})
@@ -103,17 +120,36 @@ def batch(arch: Arch, mode: str, layout: str, checkpointing: bool = False) -> Ba
 @pytest.mark.parametrize("arch", TINY)
 def test_saved_activations_are_exact(arch: str, mode: str, layout: str) -> None:
     assert measured_saved_bytes(TINY[arch], mode, layout, False) == saved_bytes(
-        batch(TINY[arch], mode, layout))
+        batch(TINY[arch], mode, layout)) + cpu_output_copy(TINY[arch], mode)
+
+
+def cpu_output_copy(arch: Arch, mode: str) -> int:
+    """CPU's sdpa kernel returns its output in the query's memory layout. Phi-3's rope builds
+    q with torch.cat, contiguous head by head, so transformers' transpose(1, 2).contiguous()
+    copies the output for o_proj: a·q per token and layer wherever o_proj's input is saved in
+    16 bits (full fine-tuning, or adapters sharing it). CUDA's kernels write the output token
+    by token, whatever the query's layout, so there the same call is a view."""
+    full, dropout, bf16_adapters = MODES[mode]
+    if not arch.layout.fused or not (full or (bf16_adapters and not dropout)):
+        return 0
+    return 2 * arch.q_dim * B * S * arch.layers
+
+
+# arch -> boolean masks under sdpa, unpadded and padded/packed: Gemma-3's local layers have
+# their own (window 8 < S), even unpadded, and its global layers another when padded.
+MASKS = {"llama-gqa": (0, 1), "gemma3-windows": (1, 2)}
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("mode", ["full", "lora-dropout"])
-def test_checkpointed_activations_are_exact(mode: str, layout: str) -> None:
-    """With checkpointing, rope's cos/sin and the boolean mask are kept alive by the recompute
-    closure rather than saved through autograd, so the hooks cannot see them."""
-    arch = TINY["llama-gqa"]
+@pytest.mark.parametrize("name", MASKS)
+def test_checkpointed_activations_are_exact(name: str, mode: str, layout: str) -> None:
+    """With checkpointing, rope's cos/sin and the boolean masks are kept alive by the
+    recompute closure rather than saved through autograd, so the hooks cannot see them."""
+    arch = TINY[name]
     x = batch(arch, mode, layout, checkpointing=True)
-    closure = rope_bytes(x) + (B * S * S if layout != "unpadded" else 0)
+    masks = MASKS[name][layout != "unpadded"]
+    closure = rope_bytes(x) + masks * B * S * S
     assert measured_saved_bytes(arch, mode, layout, True) == saved_bytes(x) - closure
     assert saved_bytes(x) < saved_bytes(batch(arch, mode, layout))
 
@@ -154,8 +190,9 @@ def measured_live_bytes(arch: Arch, evaluate: bool) -> int:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**arch.hf_config()),
-                                             dtype=torch.bfloat16, attn_implementation="sdpa")
+    config = AutoConfig.for_model(**arch.hf_config(), pad_token_id=0)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16,
+                                             attn_implementation=ATTENTION[arch.family])
     rows = 16 if evaluate else B
     batch = inputs(arch, "padded") | {"input_ids": torch.randint(3, arch.vocab, (rows, S))}
     batch["attention_mask"] = torch.ones(rows, S, dtype=torch.long)
@@ -180,9 +217,21 @@ def test_training_peak_is_the_saved_activations_plus_the_loss() -> None:
         activation_bytes(x), rel=0.03)
 
 
-def test_evaluation_peak_is_the_logits_their_fp32_copy_and_log_softmax() -> None:
-    assert measured_live_bytes(BIG_VOCAB, evaluate=True) == pytest.approx(
-        eval_bytes(BIG_VOCAB, 16, S), rel=0.02)
+def test_final_softcap_keeps_one_more_tensor_of_logits() -> None:
+    """Gemma-2's c·tanh(logits / c) keeps tanh's output, a·T·V: 14% of this peak."""
+    arch = dataclasses.replace(TINY["gemma2-softcaps"], vocab=32000)
+    x = Batch(arch=arch, micro_batch=B, seq_len=S, full=True)
+    uncapped = dataclasses.replace(x, arch=dataclasses.replace(arch, final_softcap=None))
+    assert saved_bytes(x) - saved_bytes(uncapped) == 2 * B * S * 32000
+    assert measured_live_bytes(arch, evaluate=False) == pytest.approx(
+        activation_bytes(x), rel=0.03)
+
+
+@pytest.mark.parametrize("name", ["llama-gqa", "gemma2-softcaps", "phi3-fused"])
+def test_evaluation_peak_is_the_logits_their_fp32_copy_and_log_softmax(name: str) -> None:
+    arch = dataclasses.replace(TINY[name], vocab=32000)
+    assert measured_live_bytes(arch, evaluate=True) == pytest.approx(
+        eval_bytes(arch, 16, S), rel=0.02)
 
 
 def test_eval_bytes_by_hand() -> None:
@@ -237,3 +286,33 @@ def test_fused_loss_by_hand() -> None:
     assert loss_working_set(logits) == 12 * 64 * 1000
     # a single chunk when the vocabulary is small next to the hidden size
     assert fused_chunk(dataclasses.replace(x, arch=dataclasses.replace(arch, vocab=60))) == 64
+
+
+def test_family_kernels_by_hand() -> None:
+    """Full fine-tuning, Liger, one packed row through flash varlen, against Llama's layer of
+    the same shapes (h 64, i 176, q 64, kv 32)."""
+    llama = Batch(arch=TINY["llama-gqa"], micro_batch=2, seq_len=S, full=True, packed=True,
+                  varlen=True, liger=True, fused_loss=True)
+
+    def extra(name: str, **changes) -> float:
+        x = dataclasses.replace(llama, arch=TINY[name], **changes)
+        return layer_per_token(x) - layer_per_token(dataclasses.replace(llama, **changes))
+
+    # Liger replaces the family's RMSNorm class, so q and k norms too: bf16 input, fp32 rstd
+    # per head
+    assert extra("qwen3-qk-norms") == (2 * 64 + 4 * 4) + (2 * 32 + 4 * 2)
+    # the trainer asks Liger for SwiGLU only: Gemma's GeGLU keeps transformers' 3ai, and
+    # Gemma-2 adds two hidden-wide norms
+    gemma2 = dataclasses.replace(TINY["gemma2-softcaps"], attn_softcap=None)
+    x = dataclasses.replace(llama, arch=gemma2)
+    assert layer_per_token(x) - layer_per_token(llama) == 2 * 176 + 2 * (2 * 64 + 4)
+    # Phi-3's v is a view of the fused qkv output, which it keeps whole: q + kv more
+    assert extra("phi3-fused") == 2 * (64 + 32)
+    assert extra("phi3-fused", varlen_gqa=False) == 0  # repeated: v is a copy
+    # without varlen, Gemma-2 runs eager: per head and key, tanh, fp32 softmax, its bf16 cast
+    eager = dataclasses.replace(x, varlen=False, arch=TINY["gemma2-softcaps"])
+    scores = 4 * S * (2 + 4 + 2)
+    # q, k and v repeated to all 4 heads, the scores, o_proj's own input; no logsumexp
+    attention = 2 * (64 + 2 * 64) + scores + 2 * 64
+    varlen = 2 * (2 * 64 + 2 * 32) + 4 * 4
+    assert layer_per_token(eager) - layer_per_token(x) == attention - varlen
