@@ -123,10 +123,12 @@ def test_a_model_type_outside_the_proven_families_exits_2_naming_them(tiny, tmp_
     assert "Gemma-2 (gemma2)" in err and "Phi-3 (phi3)" in err
 
 
-@pytest.mark.parametrize("model_type", ["gemma2", "phi3"])
-def test_a_family_other_than_llama_trains_end_to_end(model_type, tiny, tmp_path,
+@pytest.mark.parametrize(("model_type", "tuning"), [("gemma2", "lora"), ("phi3", "lora"),
+                                                    ("gemma2", "qlora")])
+def test_a_family_other_than_llama_trains_end_to_end(model_type, tuning, tiny, tmp_path,
                                                      single_process_env):
-    """Through mgft-train itself: the tiny family config with the tiny tokenizer's vocab."""
+    """Through mgft-train itself: the tiny family config with the tiny tokenizer's vocab
+    (qlora: built at random in 4 bits, quant.build_random_4bit)."""
     import json
 
     from mgft_train import tiny_families
@@ -140,7 +142,9 @@ def test_a_family_other_than_llama_trains_end_to_end(model_type, tiny, tmp_path,
                          eos_token_id=tokenizer.eos_token_id).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     args = [f"--model={model_dir}", f"--dataset={tiny.data}", f"--output={tmp_path / 'o'}",
-            "--max-steps=2", "--seq-len=64", "--random-init=true", "--save=none"]
+            "--max-steps=2", "--seq-len=64", "--random-init=true", "--save=none",
+            f"--tuning={tuning}"]
     assert main(args) == 0
     metrics = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert metrics["steps"] == 2 and all(math.isfinite(x) for x in metrics["losses"])
+    assert (metrics["quantization"] is not None) == (tuning == "qlora")

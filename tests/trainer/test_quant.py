@@ -27,3 +27,44 @@ def test_a_4bit_load_is_described_from_its_layers(tiny):
                                      "double_quant": True, "compute_dtype": "float32",
                                      "storage_dtype": "uint8"}
     assert quant.describe(torch.nn.Linear(2, 2)) is None
+
+
+def structure(model: torch.nn.Module) -> list[tuple]:
+    """Every module's class, and every parameter's shape, dtype and trainability."""
+    modules = [(n, type(m).__name__) for n, m in model.named_modules()]
+    params = [(n, tuple(p.shape), p.dtype, p.requires_grad) for n, p in model.named_parameters()]
+    return modules + params
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gemma2", "phi3"])
+@pytest.mark.parametrize("strategy", [Strategy.DDP, Strategy.FSDP])
+def test_random_init_4bit_has_the_structure_of_a_saved_checkpoint_loaded_in_4bit(
+        model_type, strategy, tmp_path):
+    """The expectation is transformers' own path: random weights saved, then loaded with the
+    same quantization config. Both then get the same LoRA."""
+    from mgft.spec import TrainSpec, Tuning
+    from mgft_train import tiny_families
+    from mgft_train.model import add_lora
+    from transformers import AutoModelForCausalLM
+
+    config = tiny_families.config(model_type)
+    AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        tmp_path, dtype=torch.float32, device_map={"": "cpu"}, local_files_only=True,
+        quantization_config=quant.bnb_config(strategy, torch.float32))
+    built = quant.build_random_4bit(config, strategy, torch.device("cpu"), torch.float32, {})
+    assert structure(built) == structure(loaded)
+    assert quant.describe(built) == quant.describe(loaded)
+    assert not any(t.is_meta for t in [*built.parameters(), *built.buffers()])
+    spec = TrainSpec(model="m", dataset="d", tuning=Tuning.QLORA, strategy=strategy)
+    built, loaded = add_lora(built, spec), add_lora(loaded, spec)
+    assert structure(built) == structure(loaded)
+    # Random, as transformers initialises: the 4-bit weights dequantize to ~N(0, std).
+    import bitsandbytes as bnb
+
+    layer = next(m for m in built.modules() if isinstance(m, bnb.nn.Linear4bit))
+    weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
+    assert weight.std().item() == pytest.approx(config.initializer_range, rel=0.1)
+    # The model runs: a forward pass gives finite logits.
+    out = built(input_ids=torch.tensor([[3, 4, 5, 6]]), use_cache=False).logits
+    assert torch.isfinite(out).all()

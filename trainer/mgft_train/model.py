@@ -10,7 +10,7 @@ import torch
 from mgft.families import FAMILIES, supported_line
 from mgft.spec import Kernels, Strategy, TrainSpec, Tuning
 
-from mgft_train import attention, kernels
+from mgft_train import attention, kernels, precision
 from mgft_train.distributed import Dist
 from mgft_train.errors import UsageError
 
@@ -29,16 +29,12 @@ def load_tokenizer(model_dir: str) -> Any:
 
 
 def param_dtype(device: torch.device, spec: TrainSpec) -> torch.dtype:
-    # CPUs have slow or no bf16 matmuls; every CUDA GPU worth training on has fast ones.
-    if device.type != "cuda":
-        return torch.float32
-    # FSDP keeps fp32 shards as master weights and computes in bf16 (MixedPrecisionPolicy).
-    if spec.strategy is Strategy.FSDP and spec.tuning is Tuning.FULL:
-        return torch.float32
-    return torch.bfloat16
+    """The dtype the model is loaded in, as --precision stores its weights."""
+    return precision.load_dtype(spec, compute_dtype(device))
 
 
 def compute_dtype(device: torch.device) -> torch.dtype:
+    # CPUs have slow or no bf16 matmuls; every CUDA GPU worth training on has fast ones.
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
@@ -73,7 +69,7 @@ def load_model(spec: TrainSpec, ctx: Dist) -> torch.nn.Module:
         enable_checkpointing(model)
     if spec.tuning is Tuning.FULL:
         return model
-    return add_lora(model, spec)
+    return precision.store_adapters(add_lora(model, spec), spec, compute_dtype(ctx.device))
 
 
 def check_family(model_dir: str, model_type: str) -> None:
@@ -116,12 +112,19 @@ def load_pretrained(spec: TrainSpec, ctx: Dist, where: Any,
 def build_random(spec: TrainSpec, ctx: Dist, config: Any, where: Any,
                  attention: dict[str, str]) -> torch.nn.Module:
     """Random weights from the config, built on the device (on a CPU an 8B model takes a
-    minute). mp builds on the first GPU and then spreads the blocks out."""
+    minute). mp builds on the first GPU and then spreads the blocks out. qlora builds and
+    quantizes one module at a time (quant.build_random_4bit)."""
     from transformers import AutoModelForCausalLM
 
-    with torch.device(ctx.device):
-        model = AutoModelForCausalLM.from_config(config, dtype=param_dtype(ctx.device, spec),
-                                                 **attention)
+    if spec.tuning is Tuning.QLORA:
+        from mgft_train.quant import build_random_4bit
+
+        model = build_random_4bit(config, spec.strategy, ctx.device, compute_dtype(ctx.device),
+                                  attention)
+    else:
+        with torch.device(ctx.device):
+            model = AutoModelForCausalLM.from_config(config, dtype=param_dtype(ctx.device, spec),
+                                                     **attention)
     if spec.strategy is Strategy.MP:
         from accelerate import dispatch_model
 

@@ -37,3 +37,44 @@ def describe(model: torch.nn.Module) -> dict[str, Any] | None:
             "double_quant": bool(getattr(state, "nested", False)),
             "compute_dtype": str(layers[0].compute_dtype).removeprefix("torch."),
             "storage_dtype": str(layers[0].weight.dtype).removeprefix("torch.")}
+
+
+def build_random_4bit(config: Any, strategy: Strategy, device: torch.device,
+                      compute_dtype: torch.dtype, attention: dict[str, str]) -> torch.nn.Module:
+    """--tuning qlora --random-init: the model's skeleton on the meta device, then one module
+    at a time given random weights on `device`, each linear quantized to nf4 at once and its
+    bf16 copy freed. So peak memory stays near the 4-bit size plus one layer's bf16 weight:
+    a 70B model, 140 GB in bf16, never exists at full size. Initialised as transformers
+    initialises the same config (its own _init_weights; normal(0, initializer_range) for
+    the weights that become 4-bit), with the structure from_pretrained's quantizer gives."""
+    import bitsandbytes as bnb
+    from transformers import AutoModelForCausalLM
+    from transformers.integrations.bitsandbytes import replace_with_bnb_linear
+
+    quantization = bnb_config(strategy, compute_dtype)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=compute_dtype, **attention)
+    # What from_pretrained's quantizer keeps in 16 bits: the output head.
+    model = replace_with_bnb_linear(model, modules_to_not_convert=["lm_head"],
+                                    quantization_config=quantization)
+    std = config.get_text_config().initializer_range
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            full = torch.empty(module.out_features, module.in_features, dtype=compute_dtype,
+                               device=device).normal_(0.0, std)
+            module.weight = bnb.nn.Params4bit(
+                full, requires_grad=False, quant_type="nf4", compress_statistics=True,
+                quant_storage=quantization.bnb_4bit_quant_storage).to(device)  # quantizes
+            del full
+            if module.bias is not None:
+                module.bias = torch.nn.Parameter(torch.zeros(module.out_features,
+                                                             dtype=compute_dtype, device=device),
+                                                 requires_grad=False)
+        elif any(t.is_meta for t in [*module.parameters(recurse=False),
+                                     *module.buffers(recurse=False)]):
+            module.to_empty(device=device, recurse=False)
+            model._init_weights(module)  # weights and non-persistent buffers (rotary)
+    model.tie_weights()  # to_empty gave a tied head a tensor of its own
+    model.config.quantization_config = quantization
+    model.is_loaded_in_4bit = True  # what peft asks of a from_pretrained 4-bit model
+    return model
