@@ -50,10 +50,13 @@ def json_schema() -> dict[str, Any]:
 
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as err:
         raise SpecError("--config", str(path), err.strerror or "cannot be read",
                         "pass an existing YAML file") from None
+    except UnicodeDecodeError as err:
+        raise SpecError("--config", str(path), f"not UTF-8 text ({err.reason} at byte "
+                        f"{err.start})", "save the file as UTF-8") from None
     except yaml.YAMLError as err:
         raise SpecError("--config", str(path), f"is not valid YAML ({err})",
                         "fix the syntax at the position shown") from None

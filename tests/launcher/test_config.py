@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -82,6 +84,16 @@ def test_bad_yaml_file(tmp_path: Path, text: str, needle: str) -> None:
     path.write_text(text)
     with pytest.raises(SpecError, match=needle):
         load_yaml(path)
+
+
+def test_a_config_that_is_not_utf8_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "job.yaml"
+    path.write_bytes(b"train:\n  model: caf\xe9\n")  # Latin-1, as an old editor saves it
+    proc = subprocess.run([sys.executable, "-m", "mgft.cli", "render", "--config", str(path)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr == (f"mgft: error: --config {path}: not UTF-8 text (invalid "
+                           "continuation byte at byte 19); save the file as UTF-8\n")
 
 
 def test_missing_yaml_file(tmp_path: Path) -> None:

@@ -29,7 +29,7 @@ from mgft.envcontract import CommEnv, DistEnv, LaunchEnv
 from mgft.spec import Save, TrainSpec
 from mgft.train_args import from_argv
 
-from mgft_train import signals
+from mgft_train import quiet, signals
 from mgft_train.checks import check_inputs
 from mgft_train.errors import UsageError
 
@@ -37,6 +37,7 @@ PROG = "mgft-train"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet.install()
     spec = from_argv(sys.argv[1:] if argv is None else argv, prog=PROG)  # exits 2 on bad flags
     env = DistEnv.from_env()
     if CommEnv.from_env().preflight:  # mgft submit --preflight: check the node first

@@ -27,7 +27,8 @@ PLAN_FLAGS = {
     "--margin": "plan.margin",
 }
 MODEL_HELP = ("What to size: a known architecture (llama-3-8b, llama-3.2-1b, mistral-7b, "
-              "qwen2.5-7b, ...; `--model list` shows all), a model directory or a config.json.")
+              "qwen2.5-7b, ...; `--model list` shows all), a model directory or a config.json.  "
+              "[required]")
 _OWN_HELP = {
     "--gpus": "GPUs per node.  [default: 1]",
     "--gpu-memory": "Memory of each GPU in GiB.  [default: 80.0]",
@@ -55,8 +56,10 @@ def plan_options(field_help: ParamHelp) -> Callable[[Callable[..., Any]], Callab
             text = MODEL_HELP if flag == "--model" else _OWN_HELP.get(flag, text)
             if flag in ("--tuning", "--kernels"):
                 metavar = "[" + "|".join(t.value for t in _CHOICES[flag]) + "]"
+            # --model is required, but checked in job_from_options: click's own error is three
+            # lines of usage, and click 8.3+ takes default=None as a value given.
             func = click.option(flag, flag[2:].replace("-", "_"), default=None, metavar=metavar,
-                                required=flag == "--model", help=text)(func)
+                                help=text)(func)
         return func
     return decorate
 
@@ -89,6 +92,10 @@ def job_from_options(options: dict[str, Any]):
     from mgft.plan.memory import Job
     from mgft.plan.pick import Budget
 
+    if options["model"] is None:
+        raise SpecError("--model", None, "is required",
+                        "pass a known architecture (`mgft plan --model list` shows them), a "
+                        "model directory or a config.json")
     v = {flag: _value(flag, options[flag[2:].replace("-", "_")]) for flag in PLAN_FLAGS}
     if options["dtype"] not in DTYPE_BYTES:
         raise SpecError("--dtype", options["dtype"], "not one of the choices",
