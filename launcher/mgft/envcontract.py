@@ -222,6 +222,9 @@ SLURM_PROCID = "SLURM_PROCID"
 PET_RDZV_CONF = "PET_RDZV_CONF"
 TORCHRUN_LOG_PREFIX = "TORCHELASTIC_LOG_LINE_PREFIX_TEMPLATE"
 RANK_PREFIX_TEMPLATE = "[rank${rank}]:"
+# Launcher -> torchrun on this machine (mgft.backends.local): how long torchrun lets its
+# workers finish a checkpoint after a stop signal before it kills them.
+TORCHRUN_SHUTDOWN_TIMEOUT = "TORCH_ELASTIC_SHUTDOWN_TIMEOUT"
 # Where the launcher keeps its own records (Slurm jobs it submitted); never read by the trainer.
 MGFT_STATE_DIR = "MGFT_STATE_DIR"
 

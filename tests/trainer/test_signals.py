@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 
 import pytest
 from mgft_train import signals
@@ -9,7 +11,7 @@ from mgft_train import signals
 
 @pytest.fixture
 def restore_handlers():
-    saved = {s: signal.getsignal(s) for s in signals.STOP_SIGNALS}
+    saved = {s: signal.getsignal(s) for s in (*signals.STOP_SIGNALS, signal.SIGINT)}
     yield
     for sig, handler in saved.items():
         signal.signal(sig, handler)
@@ -32,3 +34,24 @@ def test_after_the_checkpoint_further_stop_signals_are_ignored(restore_handlers)
     os.kill(os.getpid(), signal.SIGTERM)
     assert not signals.requested()
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_IGN
+
+
+STOPPED_BY_CTRL_C = """
+import time
+from mgft_train import signals
+signals.install()
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_ctrl_c_ends_a_rank_at_once_without_a_traceback():
+    """The last complete checkpoint is what is kept; a KeyboardInterrupt traceback per rank
+    would say nothing more."""
+    proc = subprocess.Popen([sys.executable, "-c", STOPPED_BY_CTRL_C], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "ready\n"
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == -signal.SIGINT
+    assert err == ""

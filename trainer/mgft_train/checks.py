@@ -2,6 +2,8 @@
 
 Every rank runs them on the same inputs and reaches the same verdict; only rank 0 prints it.
 Dataset rows are validated too (`data.load_rows`), in `main`, for the same reason.
+This module imports no torch: the launcher runs these checks too, for a local job, before
+torchrun starts (`mgft.local_inputs`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from pathlib import Path
 from mgft.envcontract import DistEnv
 from mgft.spec import Strategy, TrainSpec, Tuning
 
-from mgft_train import checkpoint
+from mgft_train import checkpoint, jsonrows
 from mgft_train.errors import UsageError
 
 # What a run leaves in --output; metrics.json is written last, so it marks a finished run.
@@ -74,11 +76,13 @@ def check_model_dir(model: str, *, random_init: bool = False) -> None:
 
 
 def check_dataset_file(dataset: str) -> None:
-    """Only that it exists: its type and rows are checked by `data.files` as it is read."""
+    """That it exists, its type, and its first rows; every row is checked by `data.files` as
+    it is read."""
     if not Path(dataset).exists():
         raise UsageError("--dataset", dataset, "not found",
                          "pass an existing .jsonl, .json or .parquet file, or a directory "
                          "written by datasets' save_to_disk")
+    jsonrows.check_head(dataset)
 
 
 def check_output_dir(output: str) -> Path | None:

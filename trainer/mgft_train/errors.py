@@ -10,6 +10,8 @@ class UsageError(Exception):
         super().__init__(f"{flag} {value}: {problem}; {fix}")
         self.flag = flag
         self.value = value
+        self.problem = problem
+        self.fix = fix
 
     def report(self, prog: str, rank: int) -> str:
         """The stderr line. Every rank that finds bad input prints it, not rank 0 alone: the

@@ -6,6 +6,11 @@ stops after the same step, writes its part of the checkpoint, and exits with
 `mgft.exitcodes.PREEMPTED` (75, EX_TEMPFAIL). Rerunning with the same argv resumes.
 SIGTERM is what Kubernetes and torchrun send on shutdown; SIGUSR2 is Slurm's usual
 `--signal` choice for "time is nearly up".
+
+SIGINT (Ctrl-C) stops the process at once, with no checkpoint and no traceback: the last
+complete checkpoint is what a rerun resumes from (`mgft submit` says which). Python's
+KeyboardInterrupt would instead surface wherever the rank happened to be, as one traceback
+per rank, and not before a collective that waits on a rank already gone returns.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ def install() -> None:
     _received.clear()
     for sig in STOP_SIGNALS:
         signal.signal(sig, _handler)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def requested() -> bool:

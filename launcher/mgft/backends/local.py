@@ -1,19 +1,38 @@
-"""Run the rendered torchrun command on this machine and return the trainer's exit code."""
+"""Run the rendered torchrun command on this machine and return the trainer's exit code.
+
+torchrun runs in a process group of its own, to which mgft passes every SIGTERM, SIGHUP and
+SIGINT it gets, and mgft returns only once that group is gone (`mgft.forward_signals`). The
+console shows local rank 0's output and, at the end, why the job stopped
+(`mgft.local_report`); torchrun's own log goes to `<output>/logs/torchrun.log`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import threading
+import time
+from functools import partial
 from pathlib import Path
 from typing import IO
 
+from mgft import host_memory, local_report
+from mgft.envcontract import TORCHRUN_SHUTDOWN_TIMEOUT
 from mgft.errors import SubmitError
+from mgft.forward_signals import Forwarder, die_with_parent, forwarding, wait_group
 from mgft.render.local import STREAMED_RANK, LocalCommand, local_command
 from mgft.spec import JobSpec
-from mgft.torchrun_failure import FailureScan, rank_stderr_tail
+from mgft.torchrun_failure import FailureScan, is_preempted_line, is_worker_line, preempted_line
+
+TORCHRUN_LOG = "torchrun.log"
+# How long the workers may take to finish their step and write a checkpoint after SIGTERM
+# before torchrun (and then mgft) kills them; torchrun's own default, 30 s, is shorter than
+# the save of a large model's optimizer state.
+SAVE_GRACE_S = 600
 
 
 def torchrun_path() -> str:
@@ -26,67 +45,86 @@ def torchrun_path() -> str:
     return found
 
 
-def _pump(src: IO[str], dst: IO[str], scan: FailureScan | None) -> None:
-    for line in src:
-        dst.write(line)
-        dst.flush()
-        if scan is not None:
-            scan.feed(line)
+class _Console:
+    """Where torchrun's output goes: the streamed worker's lines to the console, torchrun's
+    own lines (log, tracebacks, failure summary) to `<log dir>/torchrun.log`."""
+
+    def __init__(self, own_log: IO[str], stops: Forwarder) -> None:
+        self.own_log = own_log
+        self.stops = stops
+        self.scan = FailureScan()
+        self.trainer_stop_line: str | None = None
+        self._lock = threading.Lock()
+
+    def pump(self, src: IO[str], dst: IO[str]) -> None:
+        for line in src:  # read to the end whatever happens, or torchrun blocks on a full pipe
+            if not is_worker_line(line):
+                with self._lock:
+                    self.own_log.write(line)
+                    self.own_log.flush()
+                    self.scan.feed(line)
+                continue
+            if is_preempted_line(line):
+                self.trainer_stop_line = line.rstrip("\n")
+            if self.stops.interrupted:
+                continue  # Ctrl-C: mgft's one line says what was kept; the rest is in the logs
+            with contextlib.suppress(OSError):  # a closed terminal (SIGHUP) or pipe
+                dst.write(line)
+                dst.flush()
 
 
-def _print_silent_rank(log_dir: str, local_rank: int) -> None:
-    """Only rank 0 streams to the console: show why another rank failed first.
-
-    Without this its message is only in a log file, and rank 0, stopped by torchrun on that
-    failure, may not have printed its own.
-    """
-    found = rank_stderr_tail(log_dir, local_rank)
-    if found is None:
-        return
-    path, tail = found
-    print(f"mgft: local rank {local_rank} failed first; the end of {path}:", file=sys.stderr)
-    for line in tail:
-        print(f"  [{local_rank}] {line}", file=sys.stderr)
-
-
-def run(command: LocalCommand, cwd: Path | None = None) -> int:
+def run(command: LocalCommand, cwd: Path | None = None,
+        kept: local_report.Kept | None = None) -> int:
+    """Run torchrun to the end and return the trainer's exit code (see `local_report`)."""
     argv = [torchrun_path(), *command.argv[1:]]
     env = os.environ | command.env
+    env.setdefault(TORCHRUN_SHUTDOWN_TIMEOUT, str(SAVE_GRACE_S))
     if sys.stdout.isatty():
         env.setdefault("TTY_COMPATIBLE", "1")  # rich draws live progress bars through the pipe
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace")
-    assert proc.stdout is not None and proc.stderr is not None
-    scan = FailureScan()
-    threads = [threading.Thread(target=_pump, args=(proc.stdout, sys.stdout, None)),
-               threading.Thread(target=_pump, args=(proc.stderr, sys.stderr, scan))]
-    for t in threads:
-        t.start()
-    try:
+    log_dir = Path(command.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    own_log_path = log_dir / TORCHRUN_LOG
+    oom_kills_before = host_memory.oom_kills()
+    with own_log_path.open("a") as own_log, forwarding() as stops:
+        own_log.write(f"=== mgft {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(argv)}\n")
+        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, bufsize=1, errors="replace",
+                                start_new_session=True, preexec_fn=die_with_parent)
+        stops.attach(proc.pid)  # torchrun leads the new session's process group
+        console = _Console(own_log, stops)
+        threads = [threading.Thread(target=console.pump, args=(proc.stdout, sys.stdout)),
+                   threading.Thread(target=console.pump, args=(proc.stderr, sys.stderr))]
+        for t in threads:
+            t.start()
         code = proc.wait()
-    except KeyboardInterrupt:
-        proc.send_signal(2)  # torchrun forwards SIGINT to its workers and cleans up
-        code = proc.wait()
-    for t in threads:
-        t.join()
-    if code != 0 and scan.exit_code is not None:
-        if scan.local_rank not in (None, STREAMED_RANK):
-            _print_silent_rank(command.log_dir, scan.local_rank)
-        where = f" (rank {scan.rank})" if scan.rank is not None else ""
-        print(f"mgft: trainer exited with code {scan.exit_code}{where}; every rank's output "
-              f"is under {command.log_dir}", file=sys.stderr)
-        return scan.exit_code
-    return code
+        for t in threads:
+            t.join()
+        # torchrun may leave before its workers (a second signal during its shutdown).
+        wait_group(proc.pid, SAVE_GRACE_S)
+    if stops.first is not None:
+        line = console.trainer_stop_line or preempted_line(command.log_dir, STREAMED_RANK)
+        return local_report.stopped(stops.first, line, console.trainer_stop_line is not None,
+                                    kept or (lambda: "rerun the same command to resume"))
+    if code == 0:
+        return 0
+    if console.scan.exit_code is not None:
+        return local_report.failed(console.scan, command.log_dir, STREAMED_RANK,
+                                   oom_kills_before)
+    return local_report.torchrun_failed(code, own_log_path)
 
 
 def submit(spec: JobSpec) -> int:
-    from mgft import gpus, nccl
+    from mgft import gpus, local_inputs, nccl
     from mgft.envcontract import comm_vars
 
+    local_inputs.check(spec)  # what the trainer would refuse, in milliseconds instead of seconds
     nccl.check_environment(spec, comm_vars())
     choice = gpus.choose_for(spec)  # bad or busy GPUs: SpecError, exit 2, nothing started
     if choice is not None:
         for warning in choice.warnings:
             print(f"mgft: warning: {warning}", file=sys.stderr)
         print(f"mgft: {choice.summary()}", file=sys.stderr)
-    return run(local_command(spec, choice.visible if choice else None))
+    output = spec.train.output
+    kept = (partial(local_report.kept_completions, output) if spec.generate is not None
+            else partial(local_report.kept_checkpoint, output))
+    return run(local_command(spec, choice.visible if choice else None), kept=kept)

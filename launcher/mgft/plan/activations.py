@@ -139,7 +139,7 @@ def _attention(x: Batch, local: bool = False) -> float:
     stays (q + kv more).
     eager (Gemma-2): q, k and v (repeated), and per head and key the softcap's tanh output,
     softmax's fp32 output and its cast to the activation dtype; the output is a fresh tensor
-    that only o_proj keeps (`_eager_output`)."""
+    that only o_proj keeps (`_o_proj_copy`)."""
     arch, a = x.arch, x.act_bytes
     masked = _masked(x, local)
     repeated = _repeats_kv(x, masked)
@@ -155,10 +155,14 @@ def _attention(x: Batch, local: bool = False) -> float:
     return per_token
 
 
-def _eager_output(x: Batch) -> float:
-    """Per token, eager attention's output where o_proj (full) or its 16-bit adapter saves
-    it; sdpa and varlen count their output as their own."""
-    return x.act_bytes * x.arch.q_dim if _eager(x) else 0
+def _o_proj_copy(x: Batch) -> float:
+    """Per token, o_proj's input where it is not the tensor attention saved as its output,
+    counted where o_proj (full) or its 16-bit adapter saves it. Eager attention's output is
+    never saved by attention. sdpa's and varlen's output follows the query's memory layout;
+    Phi-3's rope builds q with torch.cat, head by head, so the (tokens, heads x dim) reshape
+    for o_proj copies it (seen on CPU and on an H200, sdpa and varlen alike); other families'
+    q stays token-major and the reshape is a view."""
+    return x.act_bytes * x.arch.q_dim if _eager(x) or x.arch.layout.fused else 0
 
 
 def _mlp(x: Batch) -> float:
@@ -192,13 +196,13 @@ def layer_per_token(x: Batch, first: bool = False, local: bool = False) -> float
     arch, a = x.arch, x.act_bytes
     h, i = arch.hidden, arch.intermediate
     norms, attn, mlp = _layer_norms(x, first and not x.full), _attention(x, local), _mlp(x)
-    out = _eager_output(x)
+    out = _o_proj_copy(x)
     if x.full:
         # q/k/v share one input (the norm's output), gate/up another; down_proj keeps the
         # gated product.
         return norms + a * h + attn + out + a * h + mlp + a * i
     if _shared_adapter_inputs(x):
-        # o_proj's input is attention's output (sdpa, varlen) or its own (eager)
+        # o_proj's input is attention's output, or its own copy (`_o_proj_copy`)
         adapters = a * h + a * h + a * i + out + len(arch.linears()) * a * x.lora_rank
     else:
         adapters = sum(_adapter(x, n_in, input_needs_grad=not (first and name in QKV))

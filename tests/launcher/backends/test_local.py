@@ -1,15 +1,21 @@
-"""`mgft submit --backend local`: a real 2-process torchrun on CPU/gloo, end to end."""
+"""`mgft submit --backend local`: a real 2-process torchrun on CPU/gloo, end to end, and how
+it ends on a bad row, SIGTERM and Ctrl-C."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Tiny
+from tests.launcher.torchrun_jobs import kill_all, processes_mentioning
 
 SUBMIT = [sys.executable, "-m", "mgft.cli", "submit", "--backend", "local", "--gpus", "0",
           "--nproc-per-node", "2", "--strategy", "ddp", "--seq-len", "64", "--micro-batch", "4",
@@ -63,39 +69,95 @@ def test_saved_adapter_reloads_and_was_trained(run, tiny: Tiny) -> None:
     assert any(torch.count_nonzero(p) > 0 for p in lora_b)
 
 
-def test_trainer_exit_code_comes_back_and_results_are_not_overwritten(run, tiny: Tiny) -> None:
+def test_a_finished_output_is_refused_before_torchrun_starts(run, tiny: Tiny) -> None:
     output, _ = run
     before = (output / "metrics.json").read_bytes()
+    runs_before = sorted((output / "logs").iterdir())
     proc = submit(tiny, output, "--max-steps", "2")
     assert proc.returncode == 2, proc.stderr[-2000:]
-    # Whichever rank exits first, its reason reaches the console: rank 0 streams, and another
-    # rank's log is shown when it failed first.
-    assert "--output" in proc.stderr
+    assert proc.stderr == (f"mgft: error: --output {output}: already holds a finished run's "
+                           "results (metrics.json); pick a new --output, or move the old "
+                           "results away\n")
     assert (output / "metrics.json").read_bytes() == before
+    assert sorted((output / "logs").iterdir()) == runs_before  # no torchrun run was started
 
 
-RANK_1_FAILS_FIRST = """
-import os, sys, time
-if os.environ["LOCAL_RANK"] == "1":
-    print("rank 1: --output /x holds a finished run; pick a new --output", file=sys.stderr)
-    sys.exit(2)
-time.sleep(60)  # rank 0 is stopped by torchrun before it says anything
-"""
+def test_the_console_shows_no_third_party_noise(run) -> None:
+    _, proc = run
+    assert "kernels-community" not in proc.stderr  # bitsandbytes, on every import
+    assert "OMP_NUM_THREADS" not in proc.stderr  # torchrun's own log: in logs/torchrun.log
 
 
-def test_a_silent_rank_that_fails_first_has_its_reason_shown(tmp_path: Path, capsys) -> None:
-    from mgft.backends.local import run as run_local
-    from mgft.render.local import STREAMED_RANK, LocalCommand
+def test_a_bad_row_the_trainer_finds_ends_the_console_without_torchruns_report(
+        tiny: Tiny, tmp_path: Path) -> None:
+    """Row 150 is past the launcher's look at the first rows: the trainer finds it."""
+    rows = tiny.data.read_text().splitlines()[:200]
+    rows[149] = rows[149][:-1]  # a truncated object
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(rows) + "\n")
+    output = tmp_path / "run"
+    proc = subprocess.run([*SUBMIT, "--model", str(tiny.model_dir), "--dataset", str(data),
+                           "--output", str(output), "--max-steps", "2"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    for noise in ("Traceback", "ChildFailedError", "torch.distributed", "Root Cause"):
+        assert noise not in console, console
+    # Whichever rank failed first, its reason is the last line.
+    assert proc.stderr.rstrip().splitlines()[-1].endswith(
+        f"--dataset {data}:150: invalid JSON: Expecting ',' delimiter; each row must be one JSON "
+        "object (one per line in .jsonl; an array of them in .json)"), proc.stderr
+    assert "ChildFailedError" in (output / "logs" / "torchrun.log").read_text()
 
-    script = tmp_path / "worker.py"
-    script.write_text(RANK_1_FAILS_FIRST)
-    log_dir = str(tmp_path / "logs")
-    command = LocalCommand(env={}, log_dir=log_dir, argv=[
-        "torchrun", "--standalone", "--nnodes=1", "--nproc-per-node=2", f"--log-dir={log_dir}",
-        "--tee=3", f"--local-ranks-filter={STREAMED_RANK}", str(script)])
-    assert run_local(command) == 2
-    err = capsys.readouterr().err
-    assert "local rank 1 failed first" in err
-    assert "  [1] rank 1: --output /x holds a finished run; pick a new --output" in err
-    assert err.rstrip().endswith(f"trainer exited with code 2 (rank 1); every rank's output is "
-                                 f"under {log_dir}")
+
+def started(tiny: Tiny, output: Path) -> subprocess.Popen[str]:
+    """A long run in a session of its own (as a terminal's foreground job), once it has
+    written its first checkpoint."""
+    proc = subprocess.Popen([*SUBMIT, "--model", str(tiny.model_dir), "--dataset",
+                             str(tiny.data), "--output", str(output), "--max-steps", "100000",
+                             "--save-every", "5"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not (output / "checkpoints").is_dir() or not any(
+            (output / "checkpoints").glob("step-*")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no checkpoint after 300 s"
+        time.sleep(0.2)
+    return proc
+
+
+def test_sigterm_stops_at_a_checkpoint_says_so_and_exits_75(tiny: Tiny,
+                                                             tmp_path: Path) -> None:
+    output = tmp_path / "run"
+    proc = started(tiny, output)
+    try:
+        os.kill(proc.pid, signal.SIGTERM)  # mgft alone, as `kill` sends it
+        out, err = proc.communicate(timeout=600)
+        assert processes_mentioning(str(output)) == [], "torchrun or a worker outlived mgft"
+        assert proc.returncode == 75, err[-3000:]
+        last = out.rstrip().splitlines()[-1]
+        assert re.fullmatch(r"\[default0\]:mgft-train: stopped by SIGTERM after step (\d+) of "
+                            r"\d+; checkpoint in .*; rerun the same command to resume "
+                            r"\(exit 75\)", last), last
+        assert "Traceback" not in out + err
+    finally:
+        kill_all(processes_mentioning(str(output)))
+
+
+def test_ctrl_c_is_one_line_naming_the_checkpoint_kept(tiny: Tiny, tmp_path: Path) -> None:
+    output = tmp_path / "run"
+    proc = started(tiny, output)
+    try:
+        os.killpg(proc.pid, signal.SIGINT)  # the terminal's Ctrl-C: its whole foreground group
+        out, err = proc.communicate(timeout=600)
+        assert processes_mentioning(str(output)) == []
+        assert proc.returncode == 130, err[-3000:]
+        assert "Traceback" not in out + err
+        (line,) = [x for x in err.splitlines() if not x.startswith("[default0]:")]
+        found = re.fullmatch(r"mgft: interrupted \(Ctrl-C\); the last checkpoint, step \d+ in "
+                             r"(\S+), is kept: rerun the same command to resume from it", line)
+        assert found, line
+        assert (Path(found.group(1)) / "trainer_state.json").is_file()
+    finally:
+        kill_all(processes_mentioning(str(output)))

@@ -137,6 +137,19 @@ def test_hf_config_reads_back_through_transformers(name: str) -> None:
     assert from_config(config, arch.name) == arch
 
 
+@pytest.mark.parametrize("name", [n for n, a in (KNOWN | TINY).items() if a.sliding_window])
+def test_local_layers_are_the_ones_transformers_gives_the_window(name: str) -> None:
+    """Which layers attend through the window (Gemma-2: every other one, Gemma-3: five of six)
+    decides which get a mask of their own; Mistral and Phi-3 give it to every layer."""
+    pytest.importorskip("torch")
+    from transformers import AutoConfig
+
+    arch = (KNOWN | TINY)[name]
+    config = AutoConfig.for_model(**arch.hf_config(), pad_token_id=0)
+    kinds = getattr(config, "layer_types", None) or ["sliding_attention"] * arch.layers
+    assert arch.local_layers == kinds.count("sliding_attention")
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_keys_a_config_leaves_out_take_the_family_defaults(family: str, meta_models) -> None:
     """A config.json without the keys that have defaults (older Gemma files have no

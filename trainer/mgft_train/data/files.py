@@ -1,118 +1,34 @@
 """Dataset files → raw rows, each tagged with where a user finds it in the file.
 
 .jsonl (one object per line), .json (an array of objects, or JSON Lines under a .json name),
-.parquet, and directories written by `datasets`' save_to_disk. JSON is parsed here so an error
-can name the line; parquet and saved datasets go through `datasets`, whose rows have no lines,
-so they are named by row number.
+.parquet, and directories written by `datasets`' save_to_disk. JSON is parsed by
+`mgft_train.jsonrows` (torch-free: the launcher checks a local job's first rows with it), so an
+error can name the line; parquet and saved datasets go through `datasets`, whose rows have no
+lines, so they are named by row number.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from mgft_train.errors import UsageError
+from mgft_train.jsonrows import KINDS, RawRow, json_rows, jsonl_rows, suffix_of
 
-KINDS = ".jsonl, .json or .parquet file, or a directory written by datasets' save_to_disk"
-JSON_FIX = "each row must be one JSON object (one per line in .jsonl; an array of them in .json)"
-
-
-@dataclass(frozen=True, slots=True)
-class RawRow:
-    where: str  # "data.jsonl:12" or "data.parquet row 12": how errors name the row
-    fields: dict[str, Any]
+__all__ = ["KINDS", "RawRow", "iter_rows"]
 
 
 def iter_rows(dataset: str) -> Iterator[RawRow]:
     path = Path(dataset)
     if path.is_dir():
         return _saved_rows(path)
-    suffix = path.suffix.lower()
+    suffix = suffix_of(dataset)
     if suffix == ".jsonl":
-        return _jsonl_rows(path)
+        return jsonl_rows(path)
     if suffix == ".json":
-        return _json_rows(path)
-    if suffix == ".parquet":
-        return _parquet_rows(path)
-    raise UsageError("--dataset", dataset, f"unknown file type {suffix or '(no suffix)'!r}",
-                     f"pass a {KINDS}")
-
-
-def _jsonl_rows(path: Path, text: str | None = None) -> Iterator[RawRow]:
-    lines = (text if text is not None else _read_text(path)).splitlines()
-    for lineno, line in enumerate(lines, start=1):
-        if line.strip():
-            yield RawRow(f"{path}:{lineno}", _object(_loads(line, f"{path}:{lineno}"),
-                                                     f"{path}:{lineno}", line))
-
-
-def _json_rows(path: Path) -> Iterator[RawRow]:
-    text = _read_text(path)
-    start = len(text) - len(text.lstrip())
-    if text[start:start + 1] != "[":
-        yield from _jsonl_rows(path, text)  # JSON Lines saved as .json: datasets reads it too
-        return
-    decoder = json.JSONDecoder()
-    pos, line, counted = start + 1, 1, 0
-    while True:
-        pos = _skip_space(text, pos)
-        if text[pos:pos + 1] == "]":
-            return
-        line += text.count("\n", counted, pos)
-        counted = pos
-        where = f"{path}:{line}"
-        try:
-            obj, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as err:
-            raise UsageError("--dataset", f"{path}:{err.lineno}", f"invalid JSON: {err.msg}",
-                             JSON_FIX) from None
-        yield RawRow(where, _object(obj, where))
-        pos = _skip_space(text, end)
-        if text[pos:pos + 1] == ",":
-            pos += 1
-        elif text[pos:pos + 1] != "]":
-            line += text.count("\n", counted, pos)
-            raise UsageError("--dataset", f"{path}:{line}",
-                             "invalid JSON: expected ',' or ']' after an array item", JSON_FIX)
-
-
-def _skip_space(text: str, pos: int) -> int:
-    while pos < len(text) and text[pos] in " \t\r\n":
-        pos += 1
-    return pos
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise UsageError("--dataset", path, f"not UTF-8 text ({err.reason} at byte {err.start})",
-                         "save the file as UTF-8") from None
-
-
-def _loads(line: str, where: str) -> Any:
-    try:
-        return json.loads(line)
-    except json.JSONDecodeError as err:
-        raise UsageError("--dataset", where, f"invalid JSON: {err.msg}{_array_hint(line)}",
-                         JSON_FIX) from None
-
-
-def _object(obj: Any, where: str, line: str = "") -> dict[str, Any]:
-    if not isinstance(obj, dict):
-        raise UsageError("--dataset", where, f"row is a JSON {type(obj).__name__}, not an "
-                         f"object{_array_hint(line)}", JSON_FIX)
-    return obj
-
-
-def _array_hint(line: str) -> str:
-    # Alpaca's own release is one .json array; saved as .jsonl it fails at line 1.
-    if line.lstrip()[:1] == "[":
-        return " (a .json array? name the file .json or write one object per line)"
-    return ""
+        return json_rows(path)
+    return _parquet_rows(path)
 
 
 def _parquet_rows(path: Path) -> Iterator[RawRow]:

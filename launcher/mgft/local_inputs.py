@@ -1,0 +1,31 @@
+"""A local training job's inputs, checked before torchrun starts, as its trainer will check them.
+
+The trainer finds a finished --output or a bad first row too, but only after torchrun and N
+Python processes have started (8-20 s), and behind torchrun's own report. These are the
+trainer's own checks (`mgft_train.checks`, which imports no torch), run on the trainer's view
+of the job: here they cost milliseconds and end in one line and exit 2.
+"""
+
+from __future__ import annotations
+
+from mgft.envcontract import DistEnv
+from mgft.errors import SpecError
+from mgft.spec import JobSpec
+from mgft.train_args import from_argv, to_argv
+
+
+def check(spec: JobSpec) -> None:
+    if spec.generate is not None:
+        return  # mgft generate checks its own inputs (mgft.generate.launch)
+    from mgft_train.checks import check_inputs
+    from mgft_train.errors import UsageError
+
+    train = from_argv(to_argv(spec.train))  # what every rank will parse from its argv
+    ranks = DistEnv(world_size=spec.nproc_per_node, local_world_size=spec.nproc_per_node,
+                    launched=True)
+    try:
+        check_inputs(train, ranks)
+    except UsageError as err:
+        raise SpecError(err.flag, err.value, err.problem, err.fix) from None
+    except (OSError, ValueError, TypeError):
+        pass  # an unreadable checkpoint state: the trainer names it when it tries to resume
