@@ -35,7 +35,8 @@ golden: install
 	$(BIN)/python -m pytest tests/launcher/render tests/charts --update-golden -q
 
 # A real 2-node Slurm cluster on this machine (root; packages: slurm/install-deps.sh).
-# State under $$MGFT_SLURM_DIR (default /tmp/mgft-slurm). Clients: eval "$$(slurm/cluster.sh env)"
+# State under $$MGFT_SLURM_DIR (default /tmp/mgft-slurm-<id of this checkout>).
+# Clients: eval "$$(slurm/cluster.sh env)"
 slurm-up:
 	slurm/cluster.sh up
 

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Fetch the Kubeflow CRD schemas and the stock runtime that the tests validate against into
-# ../shared/k8s (where the development machines have them), for CI outside those machines.
-# Apache-2.0 data files from the Kubeflow repositories at pinned tags; not copied into this repo.
+# Fetch the Kubeflow CRD schemas that the tests validate rendered jobs against into .kubeflow/
+# (the tests' default; or pass a directory and point MGFT_KUBEFLOW_DIR at it). Apache-2.0 data
+# files from the Kubeflow repositories at pinned tags, about 5 MB: not copied into this repo.
+# Without them the schema tests skip, saying so. The stock TrainJob runtime, which is small,
+# is carried in tests/kubeflow/.
 set -euo pipefail
-dest=${1:-"$(dirname "$0")/../../shared/k8s"}
-mkdir -p "$dest/crds" "$dest/runtimes"
+dest=${1:-"$(dirname "$0")/../.kubeflow"}
+mkdir -p "$dest/crds"
 v1=https://raw.githubusercontent.com/kubeflow/trainer/v1.9.4/manifests/base/crds
 v2=https://raw.githubusercontent.com/kubeflow/trainer/v2.3.0/manifests/base
 curl -fsSL "$v1/kubeflow.org_pytorchjobs.yaml" -o "$dest/crds/kubeflow.org_pytorchjobs.v1.9.4.yaml"
@@ -12,4 +14,3 @@ for crd in trainjobs clustertrainingruntimes trainingruntimes; do
   curl -fsSL "$v2/crds/trainer.kubeflow.org_$crd.yaml" \
     -o "$dest/crds/trainer.kubeflow.org_$crd.v2.3.0.yaml"
 done
-curl -fsSL "$v2/runtimes/torch_distributed.yaml" -o "$dest/runtimes/torch_distributed.v2.3.0.yaml"

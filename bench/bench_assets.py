@@ -12,8 +12,8 @@ import random
 from pathlib import Path
 
 MARKER = "mgft-bench.json"
-# Environment for every process the benchmarks start on the shared GPU hosts: multicast can
-# take the host's GPUs down (shared/notes/gpu-machines.md).
+# Environment for every process the benchmarks start on the shared GPU hosts: NVLink
+# multicast can take all of the host's GPUs down (seen on the H200 hosts).
 GPU_SAFE_ENV = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
                 "NVSHMEM_DISABLE_NVLS": "1"}
 

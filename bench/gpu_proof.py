@@ -25,7 +25,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 MGFT = [sys.executable, "-m", "mgft.cli"]
-# Multicast can take the shared host's GPUs down (shared/notes/gpu-machines.md).
+# NVLink multicast can take all of the shared host's GPUs down (seen on the H200 hosts).
 SAFE = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1",
         "NVSHMEM_DISABLE_NVLS": "1"}
 

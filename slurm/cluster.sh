@@ -9,14 +9,19 @@
 #
 # Debian's packages (slurmctld slurmd slurm-client munge slurmdbd mariadb-server, see
 # slurm/install-deps.sh), run as root: slurmd must run jobs as any user and gets its own UTS
-# namespace. Every file lives under $MGFT_SLURM_DIR (default /tmp/mgft-slurm); outside it only
-# /etc/hosts gains "127.0.0.2 node1" and "127.0.0.3 node2", so the node names resolve in jobs.
+# namespace. Every file lives under $MGFT_SLURM_DIR (default /tmp/mgft-slurm-<id>, <id> from
+# this checkout's path, so each checkout has its own and one's `down` or `purge` never touches
+# another's); outside it only /etc/hosts gains "127.0.0.2 node1" and "127.0.0.3 node2", so the
+# node names resolve in jobs.
 # Ports: $MGFT_SLURM_PORT (default 6817) for slurmctld, +2 slurmdbd, +11/+12 the two slurmd,
 # +20 mariadb; all bound to 127.0.0.0/8.
-# Why each slurm.conf line is there: ../shared/notes/slurm-local-cluster.md (measured facts).
+# The node names, their addresses and munge's socket belong to the machine, not the checkout:
+# `up` refuses (exit 4) while another checkout's cluster runs, naming its state directory.
+# Why a slurm.conf line is there: the comment above it.
 set -euo pipefail
 
-DIR=${MGFT_SLURM_DIR:-/tmp/mgft-slurm}
+CHECKOUT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
+DIR=${MGFT_SLURM_DIR:-/tmp/mgft-slurm-$(printf '%s' "$CHECKOUT" | sha256sum | cut -c1-8)}
 PORT=${MGFT_SLURM_PORT:-6817}
 NODES=(node1 node2)
 ADDRS=(127.0.0.2 127.0.0.3)
@@ -52,6 +57,52 @@ live_pid() {  # $1 pid file, $2 program name
   comm=$(cat "/proc/$pid/comm" 2>/dev/null) || return 1
   [[ $comm == "$2"* ]] || return 1
   echo "$pid"
+}
+
+# The state directory of a running daemon of ours, from how cluster.sh started it: slurm.conf
+# (-f, or SLURM_CONF for slurmdbd) in DIR/etc, mariadbd's --datadir=DIR/db, munged's
+# --pid-file=DIR/run/munged.pid. Empty for a daemon started some other way.
+state_dir_of() {  # $1 pid
+  local arg prev="" found=""
+  while IFS= read -r -d '' arg; do
+    case $prev:$arg in
+      -f:*/etc/slurm.conf) found=${arg%/etc/slurm.conf} ;;
+      *:--datadir=*/db) found=${arg#--datadir=}; found=${found%/db} ;;
+      *:--pid-file=*/run/munged.pid) found=${arg#--pid-file=}; found=${found%/run/munged.pid} ;;
+    esac
+    prev=$arg
+  done < "/proc/$1/cmdline"
+  if [[ -z $found ]]; then
+    found=$(tr '\0' '\n' < "/proc/$1/environ" 2>/dev/null | sed -n 's|^SLURM_CONF=\(.*\)/etc/slurm.conf$|\1|p')
+  fi
+  printf '%s' "$found"
+}
+
+# Daemons of a Slurm cluster other than this checkout's: "program (pid N, state in DIR)".
+# A munged or mariadbd that no cluster.sh started is not one (the system's own munge is used).
+other_clusters() {
+  local pid comm dir
+  for pid in $(pgrep -x 'slurmctld|slurmd|slurmdbd|munged|mariadbd' || true); do
+    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
+    dir=$(state_dir_of "$pid" 2>/dev/null) || dir=""
+    [[ $dir -ef $DIR ]] && continue
+    if [[ -n $dir ]]; then
+      printf '%s (pid %s, state in %s)\n' "$comm" "$pid" "$dir"
+    elif [[ $comm == slurm* ]]; then
+      printf '%s (pid %s, not started by cluster.sh)\n' "$comm" "$pid"
+    fi
+  done
+}
+
+refuse_other_clusters() {
+  local others
+  others=$(other_clusters)
+  [[ -z $others ]] && return 0
+  log "error: another Slurm cluster runs on this machine, and both would use node1, node2 and their ports:"
+  local line
+  while IFS= read -r line; do printf '  %s\n' "$line" >&2; done <<< "$others"
+  log "stop it from its checkout (slurm/cluster.sh down, or MGFT_SLURM_DIR=<its state dir> slurm/cluster.sh down), then run this again"
+  exit 4
 }
 
 need_root_and_binaries() {
@@ -101,6 +152,7 @@ write_configs() {
     echo "SelectTypeParameters=CR_Core"
     echo "SchedulerType=sched/backfill"
     echo "SchedulerParameters=sched_interval=2,bf_interval=1"
+    # Advertise more CPUs and memory than this machine has (CPUS, MEMORY above).
     echo "SlurmdParameters=config_overrides"
     echo "ReturnToService=2"
     echo "KillWait=15"
@@ -213,6 +265,7 @@ start_slurmd() {
 }
 
 up() {
+  refuse_other_clusters
   need_root_and_binaries
   mkdir -p "$DIR"
   # One cluster.sh at a time. Every daemon is started with fd 9 closed (9>&-), or it would

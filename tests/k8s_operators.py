@@ -4,7 +4,7 @@ they add, and how the kubelet resolves env values and command words.
 
 Sources, kept as close to line-by-line as Python allows:
 - training-operator v1.9.x `pkg/controller.v1/pytorch/envvar.go`, `master.go`, `elastic.go`,
-  `initcontainer.go` (see ../shared/notes/k8s-offline-validation.md);
+  `initcontainer.go`;
 - Trainer v2.3 `pkg/runtime/framework/plugins/torch/torch.go` (PET_* upserted into the
   container named "node"), JobSet (pod hostname `<job>-node-0-<i>`, subdomain `<job>`) and the
   Job controller's JOB_COMPLETION_INDEX;

@@ -13,14 +13,15 @@ import jsonschema
 import pytest
 import yaml
 
-from tests.conftest import SHARED
+from tests.conftest import KUBEFLOW
 
-CRDS = SHARED / "k8s" / "crds"
+CRDS = KUBEFLOW / "crds"
 PYTORCHJOB_CRD = CRDS / "kubeflow.org_pytorchjobs.v1.9.4.yaml"
 TRAINJOB_CRD = CRDS / "trainer.kubeflow.org_trainjobs.v2.3.0.yaml"
 needs_crds = pytest.mark.skipif(
     not (PYTORCHJOB_CRD.is_file() and TRAINJOB_CRD.is_file()),
-    reason=f"Kubeflow CRD schemas not found under {CRDS}: ../shared is absent beside the repo")
+    reason=f"Kubeflow CRD schemas not found under {CRDS}: `bash .ci/fetch-kubeflow-crds.sh` "
+    "downloads them there (or set MGFT_KUBEFLOW_DIR to a directory holding crds/)")
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 
 

@@ -47,7 +47,7 @@ def test_flops_per_token_of_the_tiny_llama_by_hand():
 
 
 def test_flops_per_token_of_llama_3_8b_match_the_notes():
-    """shared/notes/gpu-machines.md: about 30 GFLOP per token for 8B LoRA and 45 for full
+    """The usual 6N estimate: about 30 GFLOP per token for 8B LoRA and 45 for full
     fine-tuning; samples uniform in 128-1024 tokens."""
     ctx = mean_context(range(128, 1025))
     assert 340 < ctx < 350  # E[L^2] / (2 E[L]) + 1/2 for the uniform lengths

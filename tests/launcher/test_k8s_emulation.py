@@ -22,10 +22,9 @@ import yaml
 from mgft.render import render
 
 from tests import k8s_operators as ops
-from tests.conftest import SHARED, Tiny
+from tests.conftest import TORCH_RUNTIME, Tiny
 from tests.launcher.render import cases
 
-RUNTIME = SHARED / "k8s" / "runtimes" / "torch_distributed.v2.3.0.yaml"
 PORT_VARS = ("MASTER_PORT", "PET_MASTER_PORT")
 pytestmark = pytest.mark.e2e
 
@@ -113,11 +112,9 @@ def test_pytorchjob_master_and_worker_train_together(tiny: Tiny, tmp_path: Path)
           f"{metrics['first_loss']:.3f} -> {metrics['last_loss']:.3f}")
 
 
-@pytest.mark.skipif(not RUNTIME.is_file(), reason=f"{RUNTIME} absent: ../shared is not beside "
-                    "the repo (.ci/fetch-kubeflow-crds.sh fetches it)")
 def test_trainjob_two_nodes_train_together(tiny: Tiny, tmp_path: Path) -> None:
     doc = yaml.safe_load(render(job_spec(tiny, "trainjob")))
-    runtime = yaml.safe_load(RUNTIME.read_text())
+    runtime = yaml.safe_load(TORCH_RUNTIME.read_text())
     cluster = ops.trainjob(doc, runtime)
     assert [p.hostname for p in cluster.pods] == ["emu-trainjob-node-0-0",
                                                  "emu-trainjob-node-0-1"]

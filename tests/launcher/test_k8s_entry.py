@@ -12,7 +12,8 @@ from mgft.envcontract import OperatorEnv
 from mgft.k8s_entry import NodeError, Options, parse, plan, wait_for_master
 
 OPTS = Options(nproc_per_node=4, master_wait=30, trainer=("-m", "mgft_train", "--model=m"))
-# Exactly what each operator injects (../shared/notes/k8s-offline-validation.md).
+# Exactly what each operator injects (training-operator v1.9.x envvar.go; Trainer v2.3's torch
+# plugin; as tests/k8s_operators.py re-implements them).
 V1_WORKER = {"PYTHONUNBUFFERED": "1", "MASTER_PORT": "23456", "MASTER_ADDR": "job-master-0",
              "PET_MASTER_PORT": "23456", "PET_MASTER_ADDR": "job-master-0", "WORLD_SIZE": "8",
              "RANK": "1", "PET_NODE_RANK": "1", "PET_NPROC_PER_NODE": "4", "PET_NNODES": "2"}

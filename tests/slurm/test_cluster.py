@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.slurm_cluster import SCRIPT, Cluster
+from tests.slurm_cluster import OTHER_CLUSTER_RUNS, SCRIPT, Cluster
 
 DAEMONS = ["munged", "mariadb", "slurmdbd", "slurmctld", "slurmd-node1", "slurmd-node2"]
 
@@ -50,3 +50,48 @@ def test_scripts_pass_shellcheck() -> None:
     result = subprocess.run([shellcheck, "--severity=style", *scripts], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stdout
+
+
+def _checkout(root: Path) -> Path:
+    """A copy of cluster.sh as another checkout holds it."""
+    script = root / "slurm" / "cluster.sh"
+    script.parent.mkdir(parents=True)
+    shutil.copy2(SCRIPT, script)
+    return script
+
+
+def _conf(script: Path) -> str:
+    env = {k: v for k, v in os.environ.items() if k != "MGFT_SLURM_DIR"}
+    out = subprocess.run([str(script), "env"], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    return out.strip().split("=", 1)[1]
+
+
+def test_each_checkout_has_its_own_state_directory(tmp_path: Path) -> None:
+    a, b = _conf(_checkout(tmp_path / "a")), _conf(_checkout(tmp_path / "b"))
+    assert a != b
+    for conf in (a, b):
+        assert re.fullmatch(r"/tmp/mgft-slurm-[0-9a-f]{8}/etc/slurm\.conf", conf), conf
+    assert _conf(SCRIPT) == _conf(SCRIPT)  # stable for one checkout
+
+
+def test_up_refuses_while_another_checkouts_cluster_runs(tmp_path: Path) -> None:
+    """Both would use node1, node2, their addresses and munge's socket. Checked first, so it
+    needs neither root nor Slurm: a stand-in `slurmctld` of the other checkout is enough."""
+    other = tmp_path / "other-state"
+    fake = tmp_path / "bin" / "slurmctld"
+    fake.parent.mkdir()
+    shutil.copy2(shutil.which("sleep"), fake)
+    daemon = subprocess.Popen([str(fake), "120"],
+                              env={**os.environ, "SLURM_CONF": f"{other}/etc/slurm.conf"})
+    try:
+        env = {**os.environ, "MGFT_SLURM_DIR": str(tmp_path / "ours")}
+        up = subprocess.run([str(SCRIPT), "up"], capture_output=True, text=True, env=env,
+                            timeout=60)
+        assert up.returncode == OTHER_CLUSTER_RUNS, up.stderr
+        assert f"  slurmctld (pid {daemon.pid}, state in {other})" in up.stderr
+        assert "another Slurm cluster runs on this machine" in up.stderr
+        assert not (tmp_path / "ours").exists()  # nothing written, nothing started
+    finally:
+        daemon.kill()
+        daemon.wait()

@@ -33,8 +33,9 @@ def single_process_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def cpu_job_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """Environment for a real torchrun job on CPU (facts: shared/notes/cpu-gloo-training.md).
-    DeepSpeed JIT-builds its CPU comm op once (~30 s); the build is kept for the session."""
+    """Environment for a real torchrun job on CPU: one OpenMP thread per rank (two ran 6x
+    slower on 2 cores), nothing fetched from the Hub. DeepSpeed JIT-builds its CPU comm op
+    once (~30 s); the build is kept for the session."""
     env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
     extensions = os.environ.get("TORCH_EXTENSIONS_DIR") or str(
         tmp_path_factory.getbasetemp() / "torch_extensions")

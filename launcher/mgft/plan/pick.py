@@ -11,9 +11,9 @@ from mgft.spec import Strategy
 
 # The order `auto` tries strategies in: least communication and idle time first. ZeRO-2 moves
 # the same bytes as DDP (a reduce-scatter and an all-gather instead of an all-reduce) and
-# holds less, so it comes before ZeRO-1; FSDP2 before ZeRO-3 as the faster full sharding here
-# (shared/notes/gpu-machines.md); mp leaves all but one GPU idle at a time; offload moves
-# every step's state over PCIe.
+# holds less, so it comes before ZeRO-1; FSDP2 before ZeRO-3 as the faster full sharding (8B
+# LoRA on 4 H200s: about 3,500 against 1,300 tokens/s per GPU); mp leaves all but one GPU
+# idle at a time; offload moves every step's state over PCIe.
 PREFERENCE = (Strategy.DDP, Strategy.ZERO2, Strategy.ZERO1, Strategy.FSDP, Strategy.ZERO3,
               Strategy.MP, Strategy.ZERO3_OFFLOAD)
 WHY = {

@@ -13,6 +13,7 @@ from mgft.config import build_spec
 from mgft.render import render
 
 from tests import k8s_operators as ops
+from tests.conftest import TORCH_RUNTIME
 from tests.k8s_schema import (
     PYTORCHJOB_CRD,
     TRAINJOB_CRD,
@@ -27,7 +28,6 @@ from tests.k8s_schema import (
 from tests.launcher.render import cases
 
 GOLDEN = Path(__file__).parent / "golden"
-RUNTIME = TRAINJOB_CRD.parents[1] / "runtimes" / "torch_distributed.v2.3.0.yaml"
 OPTIONS = {f"{api}-{name}": s for api in ("pytorchjob", "trainjob")
            for name, s in cases.k8s_options(api).items()}
 SPECS = OPTIONS | {f"{api}-{name}": s for api in ("pytorchjob", "trainjob")
@@ -41,7 +41,7 @@ def documents(case: str) -> list[dict]:
 def operator_pods(job: dict, restricted_init: bool = False) -> list[ops.OperatorPod]:
     if job["kind"] == "PyTorchJob":
         return ops.pytorchjob(job, restricted_init_template=restricted_init).pods
-    return ops.trainjob(job, yaml.safe_load(RUNTIME.read_text())).pods
+    return ops.trainjob(job, yaml.safe_load(TORCH_RUNTIME.read_text())).pods
 
 
 @pytest.mark.parametrize("case", OPTIONS)

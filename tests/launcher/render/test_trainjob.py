@@ -6,6 +6,7 @@ import pytest
 import yaml
 from mgft.render.trainjob import render_trainjob
 
+from tests.conftest import TORCH_RUNTIME
 from tests.k8s_schema import TRAINJOB_CRD, needs_crds, schema_errors, trainjob_rule_errors
 from tests.launcher.render import cases
 
@@ -49,11 +50,9 @@ def test_shape() -> None:
     assert pod["containers"][0]["volumeMounts"][0]["mountPath"] == "/dev/shm"
 
 
-@needs_crds
 def test_patch_targets_the_stock_runtime() -> None:
     """The patch names must match the runtime's replicated job and container, or it is a no-op."""
-    runtime = yaml.safe_load((TRAINJOB_CRD.parents[1] / "runtimes"
-                              / "torch_distributed.v2.3.0.yaml").read_text())
+    runtime = yaml.safe_load(TORCH_RUNTIME.read_text())
     (rjob,) = runtime["spec"]["template"]["spec"]["replicatedJobs"]
     containers = [c["name"] for c in rjob["template"]["spec"]["template"]["spec"]["containers"]]
     doc = yaml.safe_load(render_trainjob(CASES["zero2-2x4"]))
