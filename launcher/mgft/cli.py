@@ -26,6 +26,7 @@ from mgft.spec import (
     Kernels,
     Overlong,
     PodSecurity,
+    Precision,
     Save,
     SlurmContainer,
     Strategy,
@@ -34,7 +35,7 @@ from mgft.spec import (
 
 _CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi,
             "--data-format": DataFormat, "--overlong": Overlong, "--fabric": Fabric,
-            "--kernels": Kernels, "--save": Save,
+            "--kernels": Kernels, "--precision": Precision, "--save": Save,
             "--pod-security": PodSecurity, "--container": SlurmContainer}
 
 

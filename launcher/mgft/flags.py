@@ -36,6 +36,7 @@ FLAGS: dict[str, str] = {
     "--overlong": "train.overlong",
     "--kernels": "train.kernels",
     "--activation-checkpointing": "train.activation_checkpointing",
+    "--precision": "train.precision",
     "--lora-targets": "train.lora_targets",
     "--save": "train.save",
     "--save-every": "train.save_every",

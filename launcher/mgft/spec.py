@@ -60,6 +60,19 @@ class Kernels(StrEnum):
     NONE = "none"
 
 
+class Precision(StrEnum):
+    """Where a trained weight's updates accumulate (mgft_train.precision)."""
+
+    MIXED = "mixed"
+    BF16_KAHAN = "bf16-kahan"
+    BF16 = "bf16"
+
+    def runs_under(self, strategy: Strategy) -> bool:
+        """bf16 weights need an optimizer mgft steps itself; DeepSpeed's ZeRO optimizers
+        always step fp32 master weights of their own."""
+        return self is Precision.MIXED or strategy in (Strategy.DDP, Strategy.FSDP, Strategy.MP)
+
+
 class Save(StrEnum):
     CHECKPOINTS = "checkpoints"
     FINAL = "final"
@@ -188,6 +201,12 @@ class TrainSpec:
     activation_checkpointing: Annotated[bool, Field(description=(
         "Recompute each transformer block's activations in the backward pass: about a third "
         "more compute for a fraction of the activation memory."))] = False
+    precision: Annotated[Precision, Field(description=(
+        "Where trained weights' updates accumulate on GPUs: mixed (fp32 master weights, bf16 "
+        "compute; 16 bytes per trained parameter), bf16-kahan (bf16 weights, AdamW with "
+        "Kahan-compensated updates; 12 bytes; ddp, fsdp or mp) or bf16 (pure bf16: updates "
+        "under ~0.4% of a weight are lost; 8 bytes; ddp, fsdp or mp). CPUs train in fp32."
+    ))] = Precision.MIXED
 
     lora_targets: Annotated[str, Field(min_length=1, description=(
         "Modules that get LoRA adapters: all-linear (every linear projection except the output "

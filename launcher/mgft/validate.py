@@ -34,6 +34,7 @@ def check(spec: JobSpec) -> None:
     _check_name(spec)
     _check_processes(spec)
     _check_tuning(spec)
+    _check_precision(spec)
     _check_restarts(spec)
     _check_env(spec)
     _check_dist(spec)
@@ -111,6 +112,15 @@ def _check_tuning(spec: JobSpec) -> None:
     if train.tuning is not Tuning.FULL and not _LORA_TARGETS.match(train.lora_targets):
         fail("train.lora_targets", train.lora_targets, "not all-linear or a list of module names",
               "use all-linear, or names separated by commas, e.g. q_proj,k_proj,v_proj,o_proj")
+
+
+def _check_precision(spec: JobSpec) -> None:
+    train = spec.train
+    if not train.precision.runs_under(train.strategy):
+        fail("train.precision", train.precision.value,
+              f"--strategy {train.strategy.value} steps DeepSpeed's ZeRO optimizer, which always "
+              "keeps fp32 master weights", "use --precision mixed with ZeRO, or --strategy ddp, "
+              "fsdp or mp for bf16 weights")
 
 
 def _check_restarts(spec: JobSpec) -> None:

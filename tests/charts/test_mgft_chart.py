@@ -165,6 +165,8 @@ def test_notes_say_how_to_follow_the_job(tmp_path: Path) -> None:
       "k8s": {"api": "trainjob", "volcano_queue": "q"}}, "need api: pytorchjob"),
     ({"train": {"model": "/m", "dataset": "/d", "strategy": "auto"}, "image": "i"},
      "run `mgft plan`"),
+    ({"train": {"model": "/m", "dataset": "/d", "strategy": "zero2", "precision": "bf16-kahan"},
+      "image": "i"}, 'train.precision "bf16-kahan": strategy zero2 steps DeepSpeed'),
     ({"train": {"model": "/m", "dataset": "/d"}, "image": "i", "generate": {"top_p": 0.9}},
      "mgft generate --backend k8s"),
 ])

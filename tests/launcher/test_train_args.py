@@ -17,7 +17,7 @@ def test_every_field_is_written() -> None:
         "--model", "--dataset", "--output", "--strategy", "--tuning", "--max-steps", "--epochs",
         "--lr", "--micro-batch", "--grad-accum", "--seq-len", "--seed", "--lora-r",
         "--lora-alpha", "--lora-dropout", "--data-format", "--train-on-prompt", "--packing",
-        "--overlong", "--kernels", "--activation-checkpointing", "--lora-targets",
+        "--overlong", "--kernels", "--activation-checkpointing", "--precision", "--lora-targets",
         "--save", "--save-every", "--keep-checkpoints", "--save-merged",
         "--random-init"]
 

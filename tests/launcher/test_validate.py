@@ -50,6 +50,11 @@ def fails(**flags: Any) -> SpecError:
      "q_proj,k_proj"),
     ({"backend": "slurm", "max_restarts": 2}, "--max-restarts", 2, "resumes"),
     ({"train.save_every": 0}, "--save-every", 0, "1 or more"),
+    ({"resources.gpus": 4, "train.strategy": "zero2", "train.precision": "bf16-kahan"},
+     "--precision", "bf16-kahan", "--precision mixed with ZeRO"),
+    ({"resources.gpus": 4, "train.strategy": "zero3-offload", "train.precision": "bf16"},
+     "--precision", "bf16", "--strategy ddp, fsdp or mp"),
+    ({"train.precision": "fp8"}, "--precision", "fp8", "mixed"),
 ])
 def test_error_names_field_value_and_fix(flags: dict, field: str, value: Any, fix: str) -> None:
     err = fails(**flags)
@@ -72,6 +77,9 @@ def test_error_names_field_value_and_fix(flags: dict, field: str, value: Any, fi
      "train.strategy": "zero3"},
     {"train.save_merged": True, "train.strategy": "zero3", "train.lora_targets": "q_proj,v_proj"},
     {"max_restarts": 3, "train.save_every": 50, "train.keep_checkpoints": 5},
+    *({"resources.gpus": 2, "train.tuning": "full", "train.strategy": s, "train.precision": p}
+      for s in ("ddp", "fsdp", "mp") for p in ("bf16-kahan", "bf16")),
+    {"resources.gpus": 2, "train.strategy": "zero3", "train.precision": "mixed"},
 ])
 def test_valid_combinations_pass(flags: dict) -> None:
     build_spec(merge({}, BASE | flags, []))

@@ -30,6 +30,7 @@ def check_inputs(spec: TrainSpec, env: DistEnv | None = None) -> Path | None:
     env = env or DistEnv()
     check_strategy(spec.strategy, env)
     check_tuning(spec)
+    check_precision(spec)
     check_model_dir(spec.model, random_init=spec.random_init)
     check_dataset_file(spec.dataset)
     resume = check_output_dir(spec.output)
@@ -58,6 +59,16 @@ def check_tuning(spec: TrainSpec) -> None:
                          "loads none",
                          "save a random model first (python -m mgft_train.tiny --preset NAME "
                          "--weights) and pass it as --model, or use --tuning lora")
+
+
+def check_precision(spec: TrainSpec) -> None:
+    """As the launcher checks it (mgft.validate), for a trainer started by hand."""
+    if not spec.precision.runs_under(spec.strategy):
+        raise UsageError("--precision", spec.precision.value,
+                         f"--strategy {spec.strategy.value} steps DeepSpeed's ZeRO optimizer, "
+                         "which always keeps fp32 master weights",
+                         "use --precision mixed with ZeRO, or --strategy ddp, fsdp or mp for "
+                         "bf16 weights")
 
 
 def check_model_dir(model: str, *, random_init: bool = False) -> None:

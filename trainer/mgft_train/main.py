@@ -85,6 +85,7 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
         model,
         optim,
         parallel,
+        precision,
         save,
     )
 
@@ -121,7 +122,8 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
     if ctx.is_main:
         report = metrics.collect(spec, ctx, engine.model, result, loaded, peak_memory=peaks,
                                  eval_loss=eval_loss, saved=saved,
-                                 restart_count=env.restart_count)
+                                 restart_count=env.restart_count,
+                                 precision=precision.describe(spec, engine))
         curves.plot_loss(result.losses, spec.output, f"{report['strategy']} {spec.tuning.value}")
         metrics.write(report, spec.output)  # last: its presence marks the run finished
         print(metrics.summary(report), flush=True)

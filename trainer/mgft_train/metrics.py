@@ -30,7 +30,8 @@ GiB = 1024**3
 def collect(spec: TrainSpec, ctx: Dist, model: torch.nn.Module, result: TrainResult,
             loaded: dict[str, Any], *, peak_memory: list[dict[str, Any]] | None = None,
             eval_loss: float | None = None,
-            saved: dict[str, Path] | None = None, restart_count: int = 0) -> dict[str, Any]:
+            saved: dict[str, Path] | None = None, restart_count: int = 0,
+            precision: dict[str, Any] | None = None) -> dict[str, Any]:
     """`model` is the object the loop trained (the engine's model): it is inspected, not
     trusted, for the strategy that ran. `loaded` is model.describe() of the model as loaded."""
     # Throughput of this process's steps: a resumed run's earlier steps ran elsewhere.
@@ -52,6 +53,7 @@ def collect(spec: TrainSpec, ctx: Dist, model: torch.nn.Module, result: TrainRes
         "kernels": loaded["kernels"],
         "attention": loaded["attention"],
         "activation_checkpointing": loaded["activation_checkpointing"],
+        "precision": precision,  # precision.describe: weights, master, compute, states
         "steps": result.steps,
         "first_loss": result.losses[0],
         "last_loss": result.losses[-1],

@@ -1,4 +1,5 @@
-"""The optimizer and the learning-rate schedule: AdamW, linear warmup, cosine to 10%."""
+"""The optimizer and the learning-rate schedule: AdamW (as --precision keeps the weights,
+mgft_train.precision), linear warmup, cosine to 10%."""
 
 from __future__ import annotations
 
@@ -6,11 +7,14 @@ import math
 from collections.abc import Iterable
 
 import torch
-from mgft.spec import TrainSpec
+from mgft.spec import Precision, Strategy, TrainSpec
+
+from mgft_train.precision import KahanAdamW, MasterAdamW
 
 WARMUP_FRACTION = 0.03
 MIN_LR_RATIO = 0.1  # cosine ends at 10% of peak rather than 0: the last steps still learn
 MAX_GRAD_NORM = 1.0
+ZERO = frozenset({Strategy.ZERO1, Strategy.ZERO2, Strategy.ZERO3, Strategy.ZERO3_OFFLOAD})
 
 
 def total_steps(spec: TrainSpec, batches_per_epoch: int) -> int:
@@ -34,10 +38,18 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 def make_optimizer(params: Iterable[torch.nn.Parameter], spec: TrainSpec,
                    device: torch.device) -> torch.optim.Optimizer:
+    """AdamW for the trainable parameters, keeping their updates as --precision asks."""
     trainable = [p for p in params if p.requires_grad]
     # fused: one kernel for all parameters instead of several per tensor; CUDA only here.
-    return torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=0.0,
-                             fused=device.type == "cuda")
+    fused = device.type == "cuda"
+    low = any(p.dtype != torch.float32 for p in trainable)
+    # fp32 weights are their own master copy; ZeRO's optimizer steps this AdamW on fp32
+    # masters of its own; bf16 asks for nothing more.
+    if not low or spec.strategy in ZERO or spec.precision is Precision.BF16:
+        return torch.optim.AdamW(trainable, lr=spec.lr, weight_decay=0.0, fused=fused)
+    if spec.precision is Precision.MIXED:
+        return MasterAdamW(trainable, lr=spec.lr, weight_decay=0.0, fused=fused)
+    return KahanAdamW(trainable, lr=spec.lr, weight_decay=0.0)
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer,

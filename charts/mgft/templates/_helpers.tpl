@@ -28,6 +28,9 @@ compares them). Keep it in step with launcher/mgft/render/ and templates/ there.
 {{- if eq (toString .Values.train.strategy) "auto" -}}
 {{- fail "train.strategy \"auto\": the chart cannot size the job; run `mgft plan` (or `mgft render --strategy auto`) and set the strategy it names" -}}
 {{- end -}}
+{{- if and (ne (toString .Values.train.precision) "mixed") (hasPrefix "zero" (toString .Values.train.strategy)) -}}
+{{- fail (printf "train.precision %q: strategy %s steps DeepSpeed's ZeRO optimizer, which always keeps fp32 master weights; use precision: mixed with ZeRO, or strategy ddp, fsdp or mp for bf16 weights" (toString .Values.train.precision) (toString .Values.train.strategy)) -}}
+{{- end -}}
 {{- if gt (int .Values.max_restarts) 0 -}}
 {{- fail "max_restarts: local runs only; on Kubernetes set k8s.max_restarts with an elastic job, or rely on restartPolicy OnFailure (a restarted pod resumes from the last checkpoint)" -}}
 {{- end -}}
@@ -92,6 +95,7 @@ kueue.x-k8s.io/queue-name: {{ . | toJson }}
 {{- $args = append $args (printf "--overlong=%s" $t.overlong) -}}
 {{- $args = append $args (printf "--kernels=%s" $t.kernels) -}}
 {{- $args = append $args (printf "--activation-checkpointing=%s" (ternary "True" "False" $t.activation_checkpointing)) -}}
+{{- $args = append $args (printf "--precision=%s" $t.precision) -}}
 {{- $args = append $args (printf "--lora-targets=%s" $t.lora_targets) -}}
 {{- $args = append $args (printf "--save=%s" $t.save) -}}
 {{- $args = append $args (printf "--save-every=%d" (int $t.save_every)) -}}

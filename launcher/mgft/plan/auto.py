@@ -33,13 +33,13 @@ def arch_for(spec: JobSpec) -> Arch:
 
 def job_of(spec: JobSpec, arch: Arch) -> Job:
     """What the trainer will run, as `mgft plan` describes it: bf16 on GPUs, with the spec's
-    kernels, packing and activation checkpointing."""
+    kernels, packing, activation checkpointing and precision."""
     t = spec.train
     return Job(arch=arch, tuning=t.tuning, dtype="bf16", micro_batch=t.micro_batch,
                seq_len=t.seq_len, grad_accum=t.grad_accum, lora_r=t.lora_r,
                lora_dropout=t.lora_dropout, gpus_per_node=spec.resources.gpus,
                nodes=spec.resources.nodes, kernels=t.kernels, packing=t.packing,
-               checkpointing=t.activation_checkpointing)
+               checkpointing=t.activation_checkpointing, precision=t.precision)
 
 
 def resolve_auto(spec: JobSpec) -> tuple[JobSpec, str]:

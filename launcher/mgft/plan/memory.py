@@ -19,7 +19,7 @@ from mgft.plan.activations import (
     saved_bytes,
 )
 from mgft.plan.arch import Arch
-from mgft.spec import Kernels, Strategy, Tuning
+from mgft.spec import Kernels, Precision, Strategy, Tuning
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 FP32 = 4
@@ -64,6 +64,12 @@ class Assumptions:
     # Outside PyTorch's allocator, so never in max_memory_allocated: the CUDA context, cuBLAS
     # workspaces and NCCL communicators. Counted only when checking what fits.
     cuda_overhead_gib: float = 1.5
+    # The optimizer step's working memory under --precision (mgft_train.precision):
+    # MasterAdamW's fp32 gradients for one chunk of elements (a larger weight alone), and
+    # KahanAdamW's fp32 temporaries over one piece of a weight.
+    master_chunk: int = 2**27
+    kahan_piece: int = 2**25
+    kahan_temporaries: int = 5
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -83,6 +89,7 @@ class Job:
     nodes: int = 1
     kernels: Kernels = Kernels.AUTO
     packing: bool = True
+    precision: Precision = Precision.MIXED
 
     @property
     def world(self) -> int:
@@ -163,15 +170,58 @@ def frozen_bytes(job: Job, a: Assumptions) -> float:
     return float(w * arch.params)
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ParamBytes:
+    """Bytes per trained parameter as the trainer holds it under one strategy and
+    --precision (mgft_train.precision), before sharding."""
+
+    weights: int
+    grads: int
+    optimizer: int  # AdamW's exp_avg and exp_avg_sq
+    master: int  # the fp32 master copy, or bf16-kahan's bf16 compensation
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.grads + self.optimizer + self.master
+
+
+def param_bytes(job: Job, strategy: Strategy) -> ParamBytes:
+    """mixed: peft keeps LoRA adapters fp32 on a 16-bit base, and FSDP loads fully trained
+    weights in fp32 (the shards are the master copy, computed in bf16): fp32 throughout.
+    DeepSpeed casts the whole module, adapters included, to 16 bits and keeps an fp32 master
+    copy in its optimizer; ddp and mp load 16-bit weights and MasterAdamW keeps the fp32
+    copy. bf16-kahan: 16-bit weights and exp_avg, an fp32 exp_avg_sq, a 16-bit
+    compensation. bf16: everything in 16 bits. fp32 weights are their own master."""
+    w = job.act_bytes
+    if w == FP32:
+        return ParamBytes(weights=FP32, grads=FP32, optimizer=2 * FP32, master=0)
+    if job.precision is Precision.BF16:
+        return ParamBytes(weights=w, grads=w, optimizer=2 * w, master=0)
+    if job.precision is Precision.BF16_KAHAN:
+        return ParamBytes(weights=w, grads=w, optimizer=w + FP32, master=w)
+    if strategy not in DEEPSPEED and (job.tuning is not Tuning.FULL or
+                                      strategy is Strategy.FSDP):
+        return ParamBytes(weights=FP32, grads=FP32, optimizer=2 * FP32, master=0)
+    return ParamBytes(weights=w, grads=w, optimizer=2 * FP32, master=FP32)
+
+
 def trainable_bytes(job: Job, strategy: Strategy) -> int:
-    """Bytes per trainable parameter as stored. peft keeps LoRA adapters in fp32 on a 16-bit
-    base; full fine-tuning under FSDP loads fp32 weights (the shards are the master copy,
-    computed in bf16); DeepSpeed casts the whole module, adapters included, to 16 bits."""
-    if strategy in DEEPSPEED:
-        return job.act_bytes
-    if job.tuning is Tuning.FULL and strategy is not Strategy.FSDP:
-        return job.act_bytes
-    return FP32
+    """Bytes per trainable parameter as stored."""
+    return param_bytes(job, strategy).weights
+
+
+def step_bytes(job: Job, strategy: Strategy, a: Assumptions, share: int = 1) -> float:
+    """What the optimizer step allocates beyond its states, on the busiest GPU: MasterAdamW's
+    fp32 gradients for one chunk (ddp and mp), KahanAdamW's fp32 temporaries for one piece
+    of the `share` of the weights this GPU steps."""
+    pb = param_bytes(job, strategy)
+    local = job.trainable / share
+    if pb.master == FP32 and strategy in (Strategy.DDP, Strategy.MP):
+        largest = job.arch.hidden * max(job.arch.vocab, job.arch.intermediate)
+        return FP32 * min(local, max(a.master_chunk, largest))
+    if job.precision is Precision.BF16_KAHAN and pb.master:
+        return a.kahan_temporaries * FP32 * min(local, a.kahan_piece)
+    return 0.0
 
 
 def compute_bytes(job: Job, strategy: Strategy) -> int:
@@ -232,11 +282,12 @@ def dequant_buffer(job: Job) -> float:
 def ddp(job: Job, a: Assumptions) -> Breakdown:
     """A full replica per GPU. The DDP reducer keeps its own flat copy of every gradient
     (gradient_as_bucket_view=False, the default) besides param.grad."""
-    t = trainable_bytes(job, Strategy.DDP) * job.trainable
-    buckets = t if job.world > 1 else 0.0
-    return Breakdown(strategy=Strategy.DDP, params=frozen_bytes(job, a) + t, grads=t,
-                     optimizer=2 * t,  # AdamW: exp_avg and exp_avg_sq in the parameter dtype
-                     buffers=buckets + dequant_buffer(job), **_terms(job, Strategy.DDP, a))
+    pb, n = param_bytes(job, Strategy.DDP), job.trainable
+    buckets = pb.grads * n if job.world > 1 else 0.0
+    return Breakdown(strategy=Strategy.DDP, params=frozen_bytes(job, a) + pb.weights * n,
+                     grads=pb.grads * n, optimizer=(pb.optimizer + pb.master) * n,
+                     buffers=buckets + dequant_buffer(job),
+                     step_extra=step_bytes(job, Strategy.DDP, a), **_terms(job, Strategy.DDP, a))
 
 
 def fsdp(job: Job, a: Assumptions) -> Breakdown:
@@ -246,7 +297,8 @@ def fsdp(job: Job, a: Assumptions) -> Breakdown:
     backward (FSDP2 does not reshard the root after forward), two layers are gathered at a
     time (prefetch), each in a buffer of its own beside the shard."""
     n, arch, w = job.world, job.arch, job.act_bytes
-    t = trainable_bytes(job, Strategy.FSDP) * job.trainable
+    pb = param_bytes(job, Strategy.FSDP)
+    t = pb.weights * job.trainable
     root_params = arch.embed_params + arch.head_params
     root = w * root_params
     gathered = 2 * layer_bytes(job, a, Strategy.FSDP)
@@ -257,17 +309,18 @@ def fsdp(job: Job, a: Assumptions) -> Breakdown:
     layer_reduce = (w + FP32) * (arch.layer_params if full else job.trainable / arch.layers)
     root_reduce = (w + FP32) * root_params if full else 0.0
     return Breakdown(strategy=Strategy.FSDP, params=(frozen_bytes(job, a) + t) / n,
-                     grads=FP32 * job.trainable / n, optimizer=2 * FP32 * job.trainable / n,
+                     grads=pb.grads * job.trainable / n,
+                     optimizer=(pb.optimizer + pb.master) * job.trainable / n,
                      buffers=root + gathered + dequant_buffer(job), backward_buffers=layer_reduce,
-                     step_extra=root_reduce, **_terms(job, Strategy.FSDP, a))
+                     step_extra=max(root_reduce, step_bytes(job, Strategy.FSDP, a, share=n)),
+                     **_terms(job, Strategy.FSDP, a))
 
 
 def _zero_common(job: Job) -> tuple[float, float, float]:
     """(16-bit trainable bytes, fp32 master + Adam bytes per rank, fp32 grad copy at step)."""
-    n = job.world
-    t16 = job.act_bytes * job.trainable
-    master = 0 if job.act_bytes == FP32 else FP32  # DeepSpeed keeps fp32 master weights
-    return t16, (master + 2 * FP32) * job.trainable / n, FP32 * job.trainable / n
+    n, pb = job.world, param_bytes(job, Strategy.ZERO2)  # DeepSpeed keeps fp32 masters
+    return (pb.weights * job.trainable, (pb.optimizer + pb.master) * job.trainable / n,
+            FP32 * job.trainable / n)
 
 
 def zero1(job: Job, a: Assumptions) -> Breakdown:
@@ -328,11 +381,12 @@ def zero3_offload(job: Job, a: Assumptions) -> Breakdown:
 def mp(job: Job, a: Assumptions) -> Breakdown:
     """One process per node splits the layers evenly across its GPUs (device_map); the
     busiest GPU also computes the loss over the vocabulary. Nodes replicate with DDP."""
-    g = job.gpus_per_node
-    t = trainable_bytes(job, Strategy.MP) * job.trainable
-    buckets = t / g if job.nodes > 1 else 0.0
-    return Breakdown(strategy=Strategy.MP, params=(frozen_bytes(job, a) + t) / g, grads=t / g,
-                     optimizer=2 * t / g, buffers=buckets + dequant_buffer(job),
+    g, pb, n = job.gpus_per_node, param_bytes(job, Strategy.MP), job.trainable
+    buckets = pb.grads * n / g if job.nodes > 1 else 0.0
+    return Breakdown(strategy=Strategy.MP, params=(frozen_bytes(job, a) + pb.weights * n) / g,
+                     grads=pb.grads * n / g, optimizer=(pb.optimizer + pb.master) * n / g,
+                     buffers=buckets + dequant_buffer(job),
+                     step_extra=step_bytes(job, Strategy.MP, a, share=g),
                      **_terms(job, Strategy.MP, a, share=g))
 
 
@@ -342,6 +396,9 @@ ESTIMATORS = {Strategy.DDP: ddp, Strategy.FSDP: fsdp, Strategy.ZERO1: zero1,
 
 
 def estimate(job: Job, strategy: Strategy, a: Assumptions | None = None) -> Breakdown:
+    if not job.precision.runs_under(strategy):
+        raise ValueError(f"--precision {job.precision.value} does not run under "
+                         f"--strategy {strategy.value}")
     a = a or Assumptions()
     out = ESTIMATORS[strategy](job, a)
     if job.grad_accum > 1 and not out.grads_in_forward:

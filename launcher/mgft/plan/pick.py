@@ -7,7 +7,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from mgft.plan.memory import ALL, GIB, Assumptions, Breakdown, Job, estimate
-from mgft.spec import Strategy
+from mgft.spec import Precision, Strategy, Tuning
 
 # The order `auto` tries strategies in: least communication and idle time first. ZeRO-2 moves
 # the same bytes as DDP (a reduce-scatter and an all-gather instead of an all-reduce) and
@@ -64,8 +64,9 @@ class Plan:
 
 
 def candidates(job: Job, exclude: frozenset[Strategy] = frozenset()) -> tuple[Strategy, ...]:
-    """mp needs a node with 2+ GPUs to split over."""
-    return tuple(s for s in ALL if s not in exclude
+    """mp needs a node with 2+ GPUs to split over; bf16 weights, a strategy whose optimizer
+    mgft steps (not ZeRO's)."""
+    return tuple(s for s in ALL if s not in exclude and job.precision.runs_under(s)
                  and (s is not Strategy.MP or job.gpus_per_node >= 2))
 
 
@@ -110,10 +111,12 @@ def _reason(job: Job, budget: Budget, ranked: list[Row], chosen: Row | None) -> 
     usable = _gib(budget.usable)
     if chosen is None:
         least = min(ranked, key=lambda r: r.breakdown.peak)
+        kahan = ", --precision bf16-kahan (12 bytes per parameter instead of 16)" if (
+            job.tuning is Tuning.FULL and job.precision is Precision.MIXED) else ""
         return (f"nothing fits {usable} per GPU at micro-batch {job.micro_batch}: the smallest, "
                 f"{least.strategy.value}, needs {_gib(least.breakdown.peak)}; lower the "
                 "micro-batch or sequence length, turn on activation checkpointing, use "
-                "--tuning qlora, or add GPUs")
+                f"--tuning qlora{kahan}, or add GPUs")
     skipped = ranked[:ranked.index(chosen)]
     text = (f"{chosen.strategy.value} ({WHY[chosen.strategy]}) peaks at "
             f"{_gib(chosen.breakdown.peak)} of {usable} usable per GPU at micro-batch "

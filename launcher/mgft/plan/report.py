@@ -16,12 +16,13 @@ import click
 
 from mgft.errors import SpecError
 from mgft.plan.memory import DTYPE_BYTES, GIB
-from mgft.spec import Kernels, Tuning
+from mgft.spec import Kernels, Precision, Strategy, Tuning
 
 PLAN_FLAGS = {
     "--model": "train.model", "--tuning": "train.tuning", "--micro-batch": "train.micro_batch",
     "--seq-len": "train.seq_len", "--grad-accum": "train.grad_accum", "--lora-r": "train.lora_r",
     "--lora-dropout": "train.lora_dropout", "--kernels": "train.kernels",
+    "--precision": "train.precision",
     "--gpus": "resources.gpus",
     "--nodes": "resources.nodes", "--gpu-memory": "plan.gpu_memory_gib",
     "--margin": "plan.margin",
@@ -35,7 +36,8 @@ _OWN_HELP = {
     "--margin": "Fraction of GPU memory kept free (fragmentation, estimate error).  "
                 "[default: 0.1]",
 }
-_CHOICES: dict[str, type] = {"--tuning": Tuning, "--kernels": Kernels}
+_CHOICES: dict[str, type] = {"--tuning": Tuning, "--kernels": Kernels,
+                             "--precision": Precision}
 ParamHelp = Callable[[str], tuple[str, str]]
 
 
@@ -54,7 +56,7 @@ def plan_options(field_help: ParamHelp) -> Callable[[Callable[..., Any]], Callab
         for flag, path in reversed(PLAN_FLAGS.items()):
             text, metavar = field_help(path)
             text = MODEL_HELP if flag == "--model" else _OWN_HELP.get(flag, text)
-            if flag in ("--tuning", "--kernels"):
+            if flag in _CHOICES:
                 metavar = "[" + "|".join(t.value for t in _CHOICES[flag]) + "]"
             # --model is required, but checked in job_from_options: click's own error is three
             # lines of usage, and click 8.3+ takes default=None as a value given.
@@ -106,7 +108,8 @@ def job_from_options(options: dict[str, Any]):
               micro_batch=v["--micro-batch"], seq_len=v["--seq-len"],
               grad_accum=v["--grad-accum"], checkpointing=options["activation_checkpointing"],
               lora_r=v["--lora-r"], lora_dropout=v["--lora-dropout"], gpus_per_node=v["--gpus"],
-              nodes=v["--nodes"], kernels=v["--kernels"], packing=options["packing"])
+              nodes=v["--nodes"], kernels=v["--kernels"], packing=options["packing"],
+              precision=v["--precision"])
     return job, Budget(gpu_memory_gib=v["--gpu-memory"], margin=v["--margin"])
 
 
@@ -135,6 +138,33 @@ def _gib(n: float) -> float:
     return round(n / GIB, 2)
 
 
+def _bytes(job, strategy: Strategy) -> dict[str, int]:
+    from mgft.plan.memory import param_bytes
+
+    pb = param_bytes(job, strategy)
+    return {"weights": pb.weights, "grads": pb.grads, "optimizer": pb.optimizer,
+            "master": pb.master, "total": pb.total}
+
+
+def by_precision(plan) -> list[dict[str, Any]]:
+    """What each --precision costs: bytes per trained parameter as ddp holds them (one GPU's
+    whole replica), ddp's peak, and the strategy auto would pick."""
+    import dataclasses
+
+    from mgft.plan.memory import estimate
+    from mgft.plan.pick import make_plan
+
+    rows = []
+    for precision in Precision:
+        job = dataclasses.replace(plan.job, precision=precision)
+        ddp = estimate(job, Strategy.DDP)
+        choice = make_plan(job, plan.budget).choice
+        rows.append({"precision": precision.value, "bytes_per_param": _bytes(job, Strategy.DDP),
+                     "ddp_peak_gib": _gib(ddp.peak), "ddp_fits": ddp.peak <= plan.budget.usable,
+                     "recommended": choice.value if choice else None})
+    return rows
+
+
 def to_json(plan) -> dict[str, Any]:
     job, arch = plan.job, plan.job.arch
     return {
@@ -143,6 +173,7 @@ def to_json(plan) -> dict[str, Any]:
                 "seq_len": job.seq_len, "grad_accum": job.grad_accum,
                 "activation_checkpointing": job.checkpointing, "lora_r": job.lora_r,
                 "kernels": job.kernels.value, "packing": job.packing,
+                "precision": job.precision.value,
                 "gpus_per_node": job.gpus_per_node, "nodes": job.nodes},
         "budget": {"gpu_memory_gib": plan.budget.gpu_memory_gib, "margin": plan.budget.margin,
                    "overhead_gib": plan.budget.overhead_gib,
@@ -152,9 +183,11 @@ def to_json(plan) -> dict[str, Any]:
             **{f"{name}_gib": _gib(value) for name, value in r.breakdown.terms().items()},
             "peak_gib": _gib(r.breakdown.peak), "peak_at": r.breakdown.peak_moment,
             "host_gib": _gib(r.breakdown.host), "fits": r.fits,
-            "max_micro_batch": r.max_micro_batch} for r in plan.rows],
+            "max_micro_batch": r.max_micro_batch,
+            "bytes_per_param": _bytes(job, r.strategy)} for r in plan.rows],
         "recommended": plan.choice.value if plan.choice else None,
         "reason": plan.reason,
+        "precisions": by_precision(plan),
     }
 
 
@@ -185,7 +218,8 @@ def print_table(plan) -> None:
     share = 100 * job.trainable / arch.params
     console.print(f"model: {_count(arch.params)} parameters, {_count(job.trainable)} "
                   f"trained ({share:.2f}%); micro-batch {job.micro_batch} x seq-len "
-                  f"{job.seq_len}, {job.dtype}, kernels {job.kernels.value}, packing "
+                  f"{job.seq_len}, {job.dtype}, precision {job.precision.value}, kernels "
+                  f"{job.kernels.value}, packing "
                   f"{'on' if job.packing else 'off'}, activation checkpointing "
                   f"{'on' if job.checkpointing else 'off'}")
     console.print("at: the run's highest moment (forward: end of the forward pass; step: end "
@@ -199,4 +233,22 @@ def print_table(plan) -> None:
                       "GiB of CPU memory per GPU")
     verdict = f"recommended: {plan.reason}" if plan.choice else plan.reason
     console.print(verdict)
+    console.print(precision_table(plan), soft_wrap=False)
     console.print("how each number is derived: docs/plan.md")
+
+
+def precision_table(plan) -> Any:
+    from rich.table import Table
+
+    table = Table(title="By --precision: bytes per trained parameter as ddp holds them, "
+                        "ddp's peak per GPU (GiB), the strategy auto picks", title_justify="left")
+    for name in ("precision", "weights", "grads", "optimizer", "master", "total", "ddp peak",
+                 "fits", "auto picks"):
+        table.add_column(name, justify="left" if name in ("precision", "auto picks") else "right")
+    for row in by_precision(plan):
+        b, mark = row["bytes_per_param"], "*" if row["precision"] == plan.job.precision else ""
+        table.add_row(f"{row['precision']}{mark}", *(str(b[k]) for k in (
+            "weights", "grads", "optimizer", "master", "total")), f"{row['ddp_peak_gib']:.1f}",
+            "yes" if row["ddp_fits"] else "no", row["recommended"] or "none",
+            style="bold" if mark else None)
+    return table

@@ -39,7 +39,12 @@ def test_gpu_memory_and_arch_options_steer_it() -> None:
     flags = {"train.model": "/models/custom", "train.strategy": "auto", "train.tuning": "full",
              "resources.gpus": 8, "train.micro_batch": 2, "plan.arch": "llama-3-8b"}
     assert build(**flags).train.strategy is Strategy.ZERO2
-    assert build(**flags, **{"plan.gpu_memory_gib": 141}).train.strategy is Strategy.DDP
+    assert build(**flags, **{"plan.gpu_memory_gib": 200}).train.strategy is Strategy.DDP
+    # fp32 masters (16 bytes per parameter, 120 GiB) and DDP's buckets overflow 141 GiB;
+    # bf16-kahan's 12 bytes fit
+    big = flags | {"plan.gpu_memory_gib": 141}
+    assert build(**big).train.strategy is Strategy.ZERO2
+    assert build(**big, **{"train.precision": "bf16-kahan"}).train.strategy is Strategy.DDP
 
 
 def test_model_directory_here_is_read(tmp_path: Path) -> None:

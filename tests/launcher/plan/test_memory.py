@@ -7,8 +7,18 @@ import dataclasses
 import pytest
 from mgft.plan.activations import eval_bytes, loss_working_set, saved_bytes
 from mgft.plan.arch import KNOWN, Arch
-from mgft.plan.memory import ALL, Assumptions, Breakdown, Job, batch, estimate
-from mgft.spec import Kernels, Strategy, Tuning
+from mgft.plan.memory import (
+    ALL,
+    Assumptions,
+    Breakdown,
+    Job,
+    ParamBytes,
+    batch,
+    estimate,
+    param_bytes,
+)
+from mgft.plan.pick import candidates
+from mgft.spec import Kernels, Precision, Strategy, Tuning
 
 SMALL = Arch(name="small", family="llama", vocab=1000, hidden=64, intermediate=128, layers=2,
              heads=4, kv_heads=2, head_dim=16, tied=False)
@@ -29,15 +39,43 @@ def terms(j: Job, s: Strategy) -> dict[str, float]:
 def test_ddp_full_by_hand() -> None:
     j = job()
     b = estimate(j, Strategy.DDP)
-    # bf16 weights, bf16 grads, AdamW's two bf16 states, the reducer's bf16 bucket copy
-    assert (b.params, b.grads, b.optimizer, b.buffers) == (2 * P, 2 * P, 4 * P, 2 * P)
+    # --precision mixed: bf16 weights and grads, AdamW's two fp32 states and MasterAdamW's
+    # fp32 copy, the reducer's bf16 bucket copy; the step makes fp32 gradients for a chunk
+    # of the weights (here all of them: the model is smaller than one chunk)
+    assert (b.params, b.grads, b.optimizer, b.buffers) == (2 * P, 2 * P, 12 * P, 2 * P)
+    assert b.step_extra == 4 * P
     t = terms(j, Strategy.DDP)
     assert (b.activations, b.loss, b.eval) == (t["activations"], t["loss"], t["eval"])
-    assert b.moments == {"forward": 8 * P + t["activations"] + t["loss"], "step": 10 * P,
-                         "eval": 8 * P + t["eval"]}
+    assert b.moments == {"forward": 16 * P + t["activations"] + t["loss"], "step": 22 * P,
+                         "eval": 16 * P + t["eval"]}
     assert b.peak == max(b.moments.values())
     single = estimate(job(gpus_per_node=1), Strategy.DDP)
     assert single.buffers == 0  # one process is not wrapped in DDP: no buckets
+
+
+def test_each_precision_by_hand() -> None:
+    """Bytes per trained parameter: weights, grads, optimizer states, master (or Kahan's
+    compensation); the step's fp32 working memory."""
+    cases = {Precision.MIXED: (2, 2, 8, 4), Precision.BF16_KAHAN: (2, 2, 6, 2),
+             Precision.BF16: (2, 2, 4, 0)}
+    for precision, (w, g, o, m) in cases.items():
+        j = job(precision=precision, gpus_per_node=1)
+        assert param_bytes(j, Strategy.DDP) == ParamBytes(weights=w, grads=g, optimizer=o,
+                                                          master=m)
+        b = estimate(j, Strategy.DDP)
+        assert (b.params, b.grads, b.optimizer) == (w * P, g * P, (o + m) * P)
+    assert estimate(job(precision=Precision.BF16_KAHAN), Strategy.DDP).step_extra == 5 * 4 * P
+    assert estimate(job(precision=Precision.BF16), Strategy.DDP).step_extra == 0
+    # fp32 weights (a CPU run) are their own master copy, whatever the setting
+    for precision in Precision:
+        assert param_bytes(job(dtype="fp32", precision=precision), Strategy.DDP).total == 16
+    # FSDP's fp32 shards are the master under mixed; bf16 shards and grads otherwise
+    f = estimate(job(precision=Precision.BF16, gpus_per_node=4), Strategy.FSDP)
+    assert (f.params, f.grads, f.optimizer) == (2 * P / 4, 2 * P / 4, 4 * P / 4)
+    # ZeRO keeps fp32 masters in DeepSpeed's optimizer: bf16 weights cannot run there
+    with pytest.raises(ValueError, match="does not run under --strategy zero2"):
+        estimate(job(precision=Precision.BF16), Strategy.ZERO2)
+    assert Strategy.ZERO2 not in candidates(job(precision=Precision.BF16_KAHAN))
 
 
 def test_ddp_lora_and_qlora_by_hand() -> None:
@@ -93,7 +131,7 @@ def test_fsdp_and_mp_by_hand() -> None:
     # mixed precision gathers the fp32 adapters in bf16: peft casts no input
     assert batch(job(tuning=Tuning.LORA), Strategy.FSDP, A).lora_bytes == 2
     m = estimate(j, Strategy.MP)
-    assert (m.params, m.grads, m.optimizer, m.buffers) == (2 * P / 4, 2 * P / 4, 4 * P / 4, 0)
+    assert (m.params, m.grads, m.optimizer, m.buffers) == (2 * P / 4, 2 * P / 4, 12 * P / 4, 0)
     assert m.activations == terms(j, Strategy.MP)["activations"] / 4
 
 

@@ -90,3 +90,22 @@ def test_kernels_and_packing_flags_reach_the_estimate() -> None:
     assert {"eval_gib", "peak_at", "backward_buffers_gib"} <= set(liger["ddp"])
     bad = plan("--model", "llama-3-8b", "--kernels", "triton")
     assert bad.exit_code == 2 and "--kernels triton" in bad.output
+
+
+def test_precision_reaches_the_estimate_and_each_choice_shows_its_cost() -> None:
+    args = ("--model", "llama-3-8b", "--tuning", "full", "--gpus", "1", "--gpu-memory", "141")
+    result = plan(*args, "--precision", "bf16-kahan", "--json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.output)
+    assert data["job"]["precision"] == "bf16-kahan"
+    # ZeRO's optimizer keeps fp32 masters of its own: not a candidate for bf16 weights
+    assert {r["strategy"] for r in data["strategies"]} == {"ddp", "fsdp"}
+    costs = {r["precision"]: r for r in data["precisions"]}
+    assert {p: r["bytes_per_param"]["total"] for p, r in costs.items()} == {
+        "mixed": 16, "bf16-kahan": 12, "bf16": 8}
+    assert costs["mixed"]["bytes_per_param"] == {"weights": 2, "grads": 2, "optimizer": 8,
+                                                 "master": 4, "total": 16}
+    job = Job(arch=KNOWN["llama-3-8b"], tuning=Tuning.FULL, gpus_per_node=1)
+    assert costs["mixed"]["ddp_peak_gib"] == round(estimate(job, Strategy.DDP).peak / GIB, 2)
+    table = plan(*args).output
+    assert "By --precision" in table and "mixed*" in table and "bf16-kahan " in table

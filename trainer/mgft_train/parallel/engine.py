@@ -55,6 +55,17 @@ class Engine:
         optimizer stay fp32."""
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.autocast else nullcontext()
 
+    def compute_dtype(self) -> torch.dtype:
+        """What the forward pass computes in: bf16 where weights are cast to it (autocast here,
+        FSDP's policy and DeepSpeed's bf16 mode on GPUs alike), else the weights' dtype."""
+        return torch.bfloat16 if self.autocast else self.trainable[0].dtype
+
+    def master_dtype(self) -> torch.dtype | None:
+        """Where the updates accumulate, if not in low-precision weights: the optimizer's
+        master copy (precision.MasterAdamW), or fp32 weights themselves."""
+        own = getattr(self.optimizer, "master_dtype", None)
+        return own or (torch.float32 if self.trainable[0].dtype == torch.float32 else None)
+
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
 

@@ -122,6 +122,12 @@ class ZeroEngine(Engine):
     def computing(self) -> AbstractContextManager[Any]:
         return nullcontext()  # bf16 mode: the module computes in bf16, fp32 masters
 
+    def master_dtype(self) -> torch.dtype | None:
+        # The ZeRO optimizer's own partitions of every trained weight (fp32 in bf16 mode).
+        flat = getattr(self.optimizer, "single_partition_of_fp32_groups", None) or \
+            getattr(self.optimizer, "fp32_partitioned_groups_flat", None)
+        return flat[0].dtype if flat else super().master_dtype()
+
     def backward(self, loss: torch.Tensor) -> None:
         # The loss is already divided by the step's token count: no extra 1/grad_accum.
         self.model.backward(loss, scale_wrt_gas=False)

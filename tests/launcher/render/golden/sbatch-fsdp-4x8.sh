@@ -69,6 +69,7 @@ srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
   --overlong=truncate \
   --kernels=auto \
   --activation-checkpointing=False \
+  --precision=mixed \
   --lora-targets=all-linear \
   --save=checkpoints \
   --save-every=100 \
