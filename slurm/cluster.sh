@@ -81,9 +81,11 @@ state_dir_of() {  # $1 pid
 # Daemons of a Slurm cluster other than this checkout's: "program (pid N, state in DIR)".
 # A munged or mariadbd that no cluster.sh started is not one (the system's own munge is used).
 other_clusters() {
-  local pid comm dir
-  for pid in $(pgrep -x 'slurmctld|slurmd|slurmdbd|munged|mariadbd' || true); do
-    comm=$(cat "/proc/$pid/comm" 2>/dev/null) || continue
+  local pid comm dir file
+  for file in /proc/[0-9]*/comm; do  # /proc, not pgrep: slim images lack procps
+    { read -r comm < "$file"; } 2>/dev/null || continue
+    case $comm in slurmctld|slurmd|slurmdbd|munged|mariadbd) ;; *) continue ;; esac
+    pid=${file#/proc/} pid=${pid%/comm}
     dir=$(state_dir_of "$pid" 2>/dev/null) || dir=""
     [[ $dir -ef $DIR ]] && continue
     if [[ -n $dir ]]; then
