@@ -161,3 +161,17 @@ def test_ctrl_c_is_one_line_naming_the_checkpoint_kept(tiny: Tiny, tmp_path: Pat
         assert (Path(found.group(1)) / "trainer_state.json").is_file()
     finally:
         kill_all(processes_mentioning(str(output)))
+
+
+def test_an_output_that_cannot_hold_the_logs_is_one_line(tmp_path: Path) -> None:
+    """A generation job's --output is not checked by the trainer's checks; its logs would be."""
+    from mgft.backends.local import run as run_local
+    from mgft.errors import SubmitError
+
+    from tests.launcher.torchrun_jobs import command
+
+    output = tmp_path / "out"
+    output.write_text("")
+    with pytest.raises(SubmitError, match=rf"^--output {output}: cannot create {output}/logs "
+                                          r"there \(Not a directory\); pick a directory"):
+        run_local(command(tmp_path / "worker.py", output / "logs"))
