@@ -8,7 +8,9 @@ local` run per choice, same model (random init), data, batch and steps.
 A choice the plan says does not fit is recorded with the plan's numbers and not run
 (--run-all runs it anyway, to see the out-of-memory). A failed run is recorded with its exit
 code and log tail. Writes DIR/precision-<arch>-<gpus>g.json and .md, and each run's log
-under DIR/runs/; models, data and run outputs go under --work.
+under DIR/runs/; models, data and run outputs go under --work. An earlier result in DIR with
+the same settings keeps the choices not run again, so --precisions can split the runs over
+several invocations (an 8B run takes a few minutes).
 """
 
 from __future__ import annotations
@@ -45,14 +47,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-5)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--run-all", action="store_true", help="also run what the plan says won't fit")
-    p.add_argument("--timeout", type=int, default=None, help="seconds per run (900; 240 tiny)")
+    p.add_argument("--timeout", type=int, default=None, help="seconds per run (540; 240 tiny)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--work", type=Path, default=Path("/tmp/mgft-bench/precision"))
     args = p.parse_args(argv)
     args.arch = args.arch or ("tiny" if args.tiny else "llama-3-8b")
     args.steps = args.steps or (4 if args.tiny else 20)
     args.seq_len = args.seq_len or (128 if args.tiny else 1024)
-    args.timeout = args.timeout or (240 if args.tiny else 900)
+    args.timeout = args.timeout or (240 if args.tiny else 540)
     args.precisions = [x.strip() for x in args.precisions.split(",") if x.strip()]
     bad = [x for x in args.precisions if x not in PRECISIONS]
     if bad:
@@ -156,14 +158,20 @@ def main(argv: list[str] | None = None) -> int:
     sft_rows(model_dir, data, rows, (args.seq_len // 8, args.seq_len // 2), seed=args.seed)
     settings = {k: getattr(args, k) for k in ("tiny", "arch", "gpus", "gpu_memory", "strategy",
                                               "steps", "micro_batch", "seq_len", "lr", "seed")}
-    result: dict[str, Any] = {"settings": settings, "host": platform.node(),
-                              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": []}
     name = f"precision-{args.arch}-{args.gpus}g"
+    path = args.out / f"{name}.json"
+    earlier = json.loads(path.read_text()) if path.exists() else {}
+    kept = [r for r in earlier.get("runs", []) if r["precision"] not in args.precisions] \
+        if earlier.get("settings") == settings else []
+    result: dict[str, Any] = {"settings": settings, "host": platform.node(),
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": kept}
     for i, precision in enumerate(args.precisions, 1):
         print(f"[{i}/{len(args.precisions)}] {precision}", flush=True)
         result["runs"].append(run_one(args, model_dir, data, precision))
-        print(f"    {result['runs'][-1]['status']}", flush=True)
-        (args.out / f"{name}.json").write_text(json.dumps(result, indent=2) + "\n")
+        result["runs"].sort(key=lambda r: PRECISIONS.index(r["precision"]))
+        print(f"    {next(r for r in result['runs'] if r['precision'] == precision)['status']}",
+              flush=True)
+        path.write_text(json.dumps(result, indent=2) + "\n")
         (args.out / f"{name}.md").write_text(markdown(result))
     return 0 if all(r["status"] != "failed" for r in result["runs"]) else 1
 

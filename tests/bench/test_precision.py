@@ -48,3 +48,12 @@ def test_tiny_runs_every_choice_and_records_what_ran(tmp_path):
         assert run["ran"]["setting"] == name and run["ran"]["weights"] == "float32"
         assert len(run["losses"]) == 3 and run["peak_gib"] > 0
     assert "| bf16-kahan |" in (tmp_path / "out" / "precision-tiny-1g.md").read_text()
+    # a later invocation with the same settings redoes its choices and keeps the others
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--tiny", "--steps", "3", "--out",
+                           str(tmp_path / "out"), "--work", str(tmp_path / "work"),
+                           "--precisions", "bf16"], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    again = json.loads((tmp_path / "out" / "precision-tiny-1g.json").read_text())
+    assert [r["precision"] for r in again["runs"]] == ["mixed", "bf16-kahan", "bf16"]
+    assert again["runs"][0] == runs["mixed"] and again["runs"][2]["status"] == "ok"
