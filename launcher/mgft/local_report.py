@@ -39,12 +39,17 @@ def kept_completions(output: str) -> str:
             "finish the rest")
 
 
+def preempted(trainer_line: str, shown: bool) -> int:
+    """The trainer stopped at a checkpoint; `trainer_line` is its "stopped by ... (exit 75)"."""
+    if not shown:  # torchrun ended before it had copied the line to the console
+        print(trainer_line.split("]:", 1)[-1], flush=True)
+    return PREEMPTED
+
+
 def stopped(sig: signal.Signals, trainer_line: str | None, shown: bool, kept: Kept) -> int:
-    """After mgft passed `sig` on. `trainer_line`: the trainer's "stopped by ... (exit 75)"."""
+    """After mgft passed `sig` on."""
     if sig is signal.SIGTERM and trainer_line is not None:
-        if not shown:  # torchrun ended before it had copied the line to the console
-            print(trainer_line.split("]:", 1)[-1], flush=True)
-        return PREEMPTED
+        return preempted(trainer_line, shown)
     what = "interrupted (Ctrl-C)" if sig is signal.SIGINT else f"stopped by {sig.name}"
     before = " before the trainer could save a checkpoint" if sig is signal.SIGTERM else ""
     say(f"{what}{before}; {kept()}")

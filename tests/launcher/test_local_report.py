@@ -78,6 +78,24 @@ def test_a_crash_ends_with_its_exception_and_torchruns_report_stays_in_the_log(
     assert "ChildFailedError" in torchrun_log and "Root Cause" in torchrun_log
 
 
+BOTH_STOP_AT_A_CHECKPOINT = """
+import sys
+print("mgft-train: stopped by SIGUSR2 after step 3 of 9; checkpoint in c; rerun the same "
+      "command to resume (exit 75)", flush=True)
+sys.exit(75)
+"""
+
+
+def test_a_stop_a_rank_was_sent_itself_is_not_called_a_failure(tmp_path: Path,
+                                                                capsys) -> None:
+    """SIGUSR2 or SIGTERM to a worker, not to mgft: the trainer's own line is the last word."""
+    code, _ = run_script(tmp_path, BOTH_STOP_AT_A_CHECKPOINT)
+    assert code == 75
+    out = capsys.readouterr()
+    assert out.out.rstrip().splitlines()[-1].endswith("rerun the same command to resume (exit 75)")
+    assert "failed" not in out.err and "mgft:" not in out.err
+
+
 def test_an_oom_kill_counted_by_the_cgroup_is_said_for_sure(monkeypatch) -> None:
     monkeypatch.setattr(host_memory, "oom_kills", lambda: 4)
     monkeypatch.setattr(host_memory, "total_bytes", lambda: 128 * 2**30)

@@ -23,6 +23,7 @@ from typing import IO
 from mgft import host_memory, local_report
 from mgft.envcontract import TORCHRUN_SHUTDOWN_TIMEOUT
 from mgft.errors import SubmitError
+from mgft.exitcodes import PREEMPTED
 from mgft.forward_signals import Forwarder, die_with_parent, forwarding, wait_group
 from mgft.render.local import STREAMED_RANK, LocalCommand, local_command
 from mgft.spec import JobSpec
@@ -105,12 +106,15 @@ def run(command: LocalCommand, cwd: Path | None = None,
             t.join()
         # torchrun may leave before its workers (a second signal during its shutdown).
         wait_group(proc.pid, SAVE_GRACE_S)
+    shown = console.trainer_stop_line is not None
+    stop_line = console.trainer_stop_line or preempted_line(command.log_dir, STREAMED_RANK)
     if stops.first is not None:
-        line = console.trainer_stop_line or preempted_line(command.log_dir, STREAMED_RANK)
-        return local_report.stopped(stops.first, line, console.trainer_stop_line is not None,
+        return local_report.stopped(stops.first, stop_line, shown,
                                     kept or (lambda: "rerun the same command to resume"))
     if code == 0:
         return 0
+    if console.scan.exit_code == PREEMPTED and stop_line is not None:
+        return local_report.preempted(stop_line, shown)  # a rank got SIGTERM or SIGUSR2 itself
     if console.scan.exit_code is not None:
         return local_report.failed(console.scan, command.log_dir, STREAMED_RANK,
                                    oom_kills_before)
