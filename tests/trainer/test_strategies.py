@@ -94,6 +94,13 @@ def test_qlora_trains_on_a_4bit_nf4_double_quant_base(strategy, trainer_job):
     assert (q["quant_type"], q["double_quant"], q["compute_dtype"]) == ("nf4", True, "float32")
     # Sharded strategies need the packed weights stored in the float dtype they shard.
     assert q["storage_dtype"] == ("float32" if strategy in ("fsdp", "zero3") else "uint8")
+    # Sharded: each of the 2 ranks holds half of the 4-bit weights (rows split, so up to a
+    # row's bytes more); replicated: all of them.
+    held = m["quantized_bytes"]
+    if strategy in ("fsdp", "zero3"):
+        assert abs(held["local"] - held["whole"] / 2) <= 4 * 14
+    else:
+        assert held["local"] == held["whole"] > 0
 
 
 def test_every_strategy_computes_the_same_losses(trainer_job):

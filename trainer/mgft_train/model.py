@@ -64,6 +64,10 @@ def load_model(spec: TrainSpec, ctx: Dist) -> torch.nn.Module:
     model = build_random(spec, ctx, config, where, attention) if spec.random_init else \
         load_pretrained(spec, ctx, where, attention)
     model.config.use_cache = False  # a KV cache is only for generation
+    if spec.tuning is Tuning.QLORA:
+        from mgft_train.quant import keep_training_layout
+
+        keep_training_layout(model)
     if spec.activation_checkpointing:
         # Non-reentrant: works with frozen inputs (LoRA), FSDP2 and ZeRO-3's gathering hooks.
         enable_checkpointing(model)

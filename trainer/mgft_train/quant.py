@@ -78,3 +78,44 @@ def build_random_4bit(config: Any, strategy: Strategy, device: torch.device,
     model.config.quantization_config = quantization
     model.is_loaded_in_4bit = True  # what peft asks of a from_pretrained 4-bit model
     return model
+
+
+def held_bytes(model: torch.nn.Module) -> dict[str, int] | None:
+    """Bytes of the 4-bit base weights this rank holds, and of the whole model's: what shows
+    that FSDP or ZeRO-3 shard the quantized weights rather than replicate them."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return None
+    from torch.distributed.tensor import DTensor
+
+    weights = [m.weight for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    if not weights:
+        return None
+    local = whole = 0
+    for w in weights:
+        size = w.element_size()
+        if isinstance(w, DTensor):
+            local += w.to_local().numel() * size
+            whole += w.numel() * size
+        elif hasattr(w, "ds_tensor"):  # ZeRO-3: this rank's partition; ds_numel is the whole
+            local += w.ds_tensor.numel() * size
+            whole += w.ds_numel * size
+        else:
+            local += w.numel() * size
+            whole += w.numel() * size
+    return {"local": local, "whole": whole}
+
+
+def keep_training_layout(model: torch.nn.Module) -> None:
+    """bitsandbytes repacks a 4-bit weight in place for a faster CPU kernel the first time a
+    layer runs in eval mode without gradients (mgft's evaluation passes) on a CPU with
+    AVX512-BF16. The repacked layout is not the one ZeRO-3 partitioned, nor the one a
+    checkpoint saves: a save after an evaluation then fails. Training speed is unaffected."""
+    try:
+        import bitsandbytes as bnb
+    except ImportError:
+        return
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
