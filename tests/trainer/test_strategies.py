@@ -111,3 +111,12 @@ def test_every_strategy_computes_the_same_losses(trainer_job):
         extra = ("--save-merged=true",) if strategy in ("fsdp", "zero3") else ()
         assert trainer_job(*flags(strategy, "lora", *extra)).metrics["losses"] == \
             pytest.approx(ddp, rel=1e-4), strategy
+
+
+def test_sharded_qlora_computes_the_losses_of_replicated_qlora(trainer_job):
+    """FSDP and ZeRO-3 split the 4-bit weights over the ranks (quantized_bytes, above) and
+    still compute what ddp computes with every rank holding all of them."""
+    ddp = trainer_job(*flags("ddp", "qlora")).metrics["losses"]
+    for strategy in ("fsdp", "zero3"):
+        assert trainer_job(*flags(strategy, "qlora")).metrics["losses"] == \
+            pytest.approx(ddp, rel=1e-4), strategy
