@@ -56,12 +56,19 @@ def test_random_init_4bit_has_the_structure_of_a_saved_checkpoint_loaded_in_4bit
     assert structure(built) == structure(loaded)
     assert quant.describe(built) == quant.describe(loaded)
     assert not any(t.is_meta for t in [*built.parameters(), *built.buffers()])
+    # Each layer holds its quantization state too: FSDP's shards lose the weight's, and
+    # bitsandbytes restores it from the layer.
+    import bitsandbytes as bnb
+
+    def layer_states(model):
+        return [m.quant_state is m.weight.quant_state for m in model.modules()
+                if isinstance(m, bnb.nn.Linear4bit)]
+
+    assert layer_states(built) == layer_states(loaded) and all(layer_states(built))
     spec = TrainSpec(model="m", dataset="d", tuning=Tuning.QLORA, strategy=strategy)
     built, loaded = add_lora(built, spec), add_lora(loaded, spec)
     assert structure(built) == structure(loaded)
     # Random, as transformers initialises: the 4-bit weights dequantize to ~N(0, std).
-    import bitsandbytes as bnb
-
     layer = next(m for m in built.modules() if isinstance(m, bnb.nn.Linear4bit))
     weight = bnb.functional.dequantize_4bit(layer.weight.data, layer.weight.quant_state)
     assert weight.std().item() == pytest.approx(config.initializer_range, rel=0.1)

@@ -62,9 +62,11 @@ def build_random_4bit(config: Any, strategy: Strategy, device: torch.device,
         if isinstance(module, bnb.nn.Linear4bit):
             full = torch.empty(module.out_features, module.in_features, dtype=compute_dtype,
                                device=device).normal_(0.0, std)
+            # module=: the layer keeps the quantization state too, where bitsandbytes finds
+            # it again after FSDP swaps the weight for its shard (as from_pretrained does).
             module.weight = bnb.nn.Params4bit(
                 full, requires_grad=False, quant_type="nf4", compress_statistics=True,
-                quant_storage=quantization.bnb_4bit_quant_storage).to(device)  # quantizes
+                quant_storage=quantization.bnb_4bit_quant_storage, module=module).to(device)
             del full
             if module.bias is not None:
                 module.bias = torch.nn.Parameter(torch.zeros(module.out_features,
