@@ -26,7 +26,11 @@ def ddp_kwargs(model: torch.nn.Module, ctx: Dist) -> dict[str, Any]:
     one_gpu = ctx.device.type == "cuda" and len(devices) == 1
     # Every trainable parameter (LoRA or full) gets a gradient each step, so DDP need not
     # search the graph for unused ones (find_unused_parameters costs a traversal per step).
-    return {"device_ids": [ctx.device.index] if one_gpu else None}
+    # gradient_as_bucket_view: each .grad is a view into DDP's all-reduce bucket rather
+    # than a second copy beside it: 2 bytes per trained parameter (15 GiB for a full 8B
+    # fine-tune, measured on one H200) that `mgft plan` rightly does not count.
+    return {"device_ids": [ctx.device.index] if one_gpu else None,
+            "gradient_as_bucket_view": True}
 
 
 def apply(model: torch.nn.Module, spec: TrainSpec, ctx: Dist, total: int) -> Engine:
