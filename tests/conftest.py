@@ -1,5 +1,6 @@
 """Shared fixtures: golden files (`pytest --update-golden`) and tiny model/data assets built
-once per session with no download (a random-init Llama, its tokenizer and alpaca rows)."""
+once per session with no download (a random-init Llama, its tokenizer, alpaca rows and
+held-out rows of the same task)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,10 @@ class Tiny:
     root: Path
     model_dir: Path
     data: Path
+    eval_data: Path  # EVAL_ROWS other rows of the same task, for --eval-dataset
+
+
+EVAL_ROWS = 18  # not a multiple of 2 ranks x 4 rows: one rank gets a batch fewer
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +59,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
 
     root = tmp_path_factory.mktemp("tiny")
     data = tiny_mod.build(root, rows=256, seed=0)
-    return Tiny(root=root, model_dir=root / "model", data=data)
+    held_out = [tiny_mod.as_format(r, "alpaca") for r in tiny_mod.make_rows(EVAL_ROWS, seed=1)]
+    eval_data = tiny_mod.write_data(root / "eval.jsonl", held_out, "jsonl")
+    return Tiny(root=root, model_dir=root / "model", data=data, eval_data=eval_data)
 
 
 @pytest.fixture(scope="session")

@@ -162,10 +162,12 @@ def check_local_inputs(spec: JobSpec) -> None:
     if not Path(spec.train.model, "config.json").is_file():
         raise SpecError("--model", spec.train.model, "no model directory with a config.json there",
                         "pass a local model directory (config, weights and tokenizer)")
-    if not Path(spec.train.dataset).exists():
-        raise SpecError("--dataset", spec.train.dataset, "not found",
-                        "pass an existing .jsonl, .json or .parquet file, or a save_to_disk "
-                        "directory")
+    for flag, data in (("--dataset", spec.train.dataset),
+                       ("--eval-dataset", spec.train.eval_dataset)):
+        if data is not None and not Path(data).exists():
+            raise SpecError(flag, data, "not found",
+                            "pass an existing .jsonl, .json or .parquet file, or a "
+                            "save_to_disk directory")
 
 
 def _spec_error(err: ValidationError) -> SpecError:

@@ -193,6 +193,16 @@ class TrainSpec:
     overlong: Annotated[Overlong, Field(description=(
         "Samples longer than --seq-len: truncate (keep the start) or drop."))] = (
         Overlong.TRUNCATE)
+    eval_dataset: Annotated[str | None, Field(min_length=1, description=(
+        "Held-out data to evaluate on, as seen by the job, in any --dataset format; never "
+        "trained on. Its loss is reported every --eval-every steps and at the end."))] = None
+    eval_split: Annotated[float | None, Field(gt=0, lt=1, description=(
+        "Hold out this fraction of --dataset's rows for evaluation, never trained on: "
+        "rows x FRACTION rounded to the nearest row, the last ones after a shuffle of the "
+        "rows seeded with --seed (so the same seed holds out the same rows)."))] = None
+    eval_every: Annotated[int | None, Field(ge=1, description=(
+        "Evaluate on the eval set (--eval-dataset or --eval-split) every N optimizer steps; "
+        "it is always evaluated at the end."))] = None
     kernels: Annotated[Kernels, Field(description=(
         "Faster GPU kernels: liger (Liger's Triton RMSNorm, SwiGLU, RoPE and fused linear "
         "cross-entropy, which never holds the full logits), none, or auto: liger on CUDA "

@@ -34,6 +34,7 @@ def check(spec: JobSpec) -> None:
     _check_name(spec)
     _check_processes(spec)
     _check_tuning(spec)
+    _check_eval(spec)
     _check_precision(spec)
     _check_restarts(spec)
     _check_env(spec)
@@ -51,8 +52,9 @@ def check(spec: JobSpec) -> None:
 
 def _check_strings(spec: JobSpec) -> None:
     texts = {f"train.{k}": getattr(spec.train, k) for k in ("model", "dataset", "output")}
-    if spec.train.chat_template is not None:
-        texts["train.chat_template"] = spec.train.chat_template
+    for key in ("chat_template", "eval_dataset"):
+        if getattr(spec.train, key) is not None:
+            texts[f"train.{key}"] = getattr(spec.train, key)
     texts |= {f"env.{k}": v for k, v in spec.env.items()}
     for path, value in texts.items():
         if "\x00" in value:
@@ -121,6 +123,20 @@ def _check_precision(spec: JobSpec) -> None:
               f"--strategy {train.strategy.value} steps DeepSpeed's ZeRO optimizer, which always "
               "keeps fp32 master weights", "use --precision mixed with ZeRO, or --strategy ddp, "
               "fsdp or mp for bf16 weights")
+
+
+def _check_eval(spec: JobSpec) -> None:
+    """One eval set, named once; the fraction's row count is checked by the trainer, which
+    reads the rows."""
+    train = spec.train
+    if train.eval_dataset is not None and train.eval_split is not None:
+        fail("train.eval_split", train.eval_split,
+              f"--eval-dataset {train.eval_dataset} already names the eval set",
+              "drop --eval-split to evaluate on that file, or drop --eval-dataset to hold out "
+              "part of --dataset")
+    if train.eval_every is not None and train.eval_dataset is None and train.eval_split is None:
+        fail("train.eval_every", train.eval_every, "there is no eval set to evaluate on",
+              "add --eval-dataset FILE or --eval-split FRACTION, or drop --eval-every")
 
 
 def _check_restarts(spec: JobSpec) -> None:

@@ -58,6 +58,12 @@ JOB_FILES: dict[str, dict[str, Any]] = {
                                                       "data_format": "messages"}},
     "dist-cpu": {"image": "i:1", "name": "cpu-dbg", "train": {"model": "/m", "dataset": "/d"},
                  "resources": {"gpus": 0}, "dist": {"debug": True, "timeout": 90}},
+    # The optional eval flags: written only when set, the fraction as Python writes it.
+    "eval-split": {"image": "i:1", "name": "ev", "train": {"model": "/m", "dataset": "/d",
+                                                           "eval_split": 0.05,
+                                                           "eval_every": 200}},
+    "eval-dataset": {"image": "i:1", "name": "ev", "train": {"model": "/m", "dataset": "/d",
+                                                             "eval_dataset": "/e $(x).jsonl"}},
     **{f"{api}-{name}": TypeAdapter(type(s)).dump_python(s, mode="json")
        for api in ("pytorchjob", "trainjob")
        for name, s in cases.k8s_options(api).items()},
@@ -169,6 +175,10 @@ def test_notes_say_how_to_follow_the_job(tmp_path: Path) -> None:
       "image": "i"}, 'train.precision "bf16-kahan": strategy zero2 steps DeepSpeed'),
     ({"train": {"model": "/m", "dataset": "/d"}, "image": "i", "generate": {"top_p": 0.9}},
      "mgft generate --backend k8s"),
+    ({"train": {"model": "/m", "dataset": "/d", "eval_dataset": "/e", "eval_split": 0.1},
+      "image": "i"}, "train.eval_split: train.eval_dataset already names the eval set"),
+    ({"train": {"model": "/m", "dataset": "/d", "eval_every": 10}, "image": "i"},
+     "train.eval_every: there is no eval set to evaluate on"),
 ])
 def test_bad_values_are_refused(values: dict, needle: str, tmp_path: Path) -> None:
     proc = helm_template(values, tmp_path, "default", check=False)

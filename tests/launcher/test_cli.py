@@ -61,6 +61,20 @@ def test_data_flags_reach_the_trainer_and_booleans_pair_with_no() -> None:
     assert bad.exit_code == 2 and "--data-format" in bad.output
 
 
+def test_eval_flags_reach_the_trainer_and_two_eval_sets_are_one_line() -> None:
+    slurm = ["--backend", "slurm", "--model", "/m", "--dataset", "/d.parquet"]
+    assert "--eval" not in invoke("render", *slurm).output  # unset: not written
+    result = invoke("render", *slurm, "--eval-split", "0.05", "--eval-every", "200")
+    assert result.exit_code == 0, result.output
+    assert "--eval-split=0.05" in result.output and "--eval-every=200" in result.output
+    result = invoke("render", *slurm, "--eval-dataset", "/e.jsonl")
+    assert result.exit_code == 0 and "--eval-dataset=/e.jsonl" in result.output
+    both = invoke("render", *slurm, "--eval-dataset", "/e.jsonl", "--eval-split", "0.1")
+    assert both.exit_code == 2 and both.stderr.count("\n") == 1, both.output
+    assert both.stderr.startswith("mgft: error: --eval-split 0.1: --eval-dataset /e.jsonl "
+                                  "already names the eval set; drop --eval-split")
+
+
 def test_config_file_and_set(tmp_path: Path) -> None:
     config = tmp_path / "job.yaml"
     config.write_text(yaml.safe_dump({"backend": "slurm", "train": {

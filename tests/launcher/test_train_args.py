@@ -37,6 +37,14 @@ def test_booleans_round_trip() -> None:
     assert from_argv(to_argv(train)) == train
 
 
+def test_eval_options_round_trip_and_are_written_only_when_set() -> None:
+    assert not any(a.startswith("--eval") for a in to_argv(TrainSpec(model="m", dataset="d")))
+    for train in (TrainSpec(model="m", dataset="d", eval_dataset="-e $(x).jsonl", eval_every=5),
+                  TrainSpec(model="m", dataset="d", eval_split=0.05)):
+        assert from_argv(to_argv(train)) == train
+    assert "--eval-split=0.05" in to_argv(TrainSpec(model="m", dataset="d", eval_split=0.05))
+
+
 def test_deepspeed_local_rank_is_accepted() -> None:
     assert from_argv(["--model=m", "--dataset=d", "--local_rank=3"]).model == "m"
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 TIMEOUT = 300
+EVAL_EVERY = 10
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,12 @@ class Job:
 
 
 def trainer_argv(tiny: Any, out: Path, *extra: str) -> list[str]:
+    """Every job also evaluates on tiny's held-out rows every EVAL_EVERY steps, so each
+    strategy's run proves its eval too (tests/trainer/test_evaluate.py); the eval changes no
+    training loss."""
     return [f"--model={tiny.model_dir}", f"--dataset={tiny.data}", f"--output={out}",
-            "--seq-len=64", "--micro-batch=4", "--lr=3e-3", "--seed=0", *extra]
+            "--seq-len=64", "--micro-batch=4", "--lr=3e-3", "--seed=0",
+            f"--eval-dataset={tiny.eval_data}", f"--eval-every={EVAL_EVERY}", *extra]
 
 
 def torchrun(nproc: int = 2, *torchrun_flags: str) -> list[str]:

@@ -59,6 +59,20 @@ def test_bad_dataset_row_exits_2_naming_the_line(tiny, tmp_path, capsys, single_
     assert err.count("\n") == 1
 
 
+@pytest.mark.parametrize("extra,line", [
+    (("--eval-split=0.001",), "--eval-split 0.001: holds out no row: "),
+    (("--eval-split=0.999",), "--eval-split 0.999: holds out all 256 rows of "),
+    (("--eval-split=0.1", "--eval-dataset=e.jsonl"),
+     "--eval-split 0.1: --eval-dataset e.jsonl already names the eval set; "),
+    (("--eval-every=5",), "--eval-every 5: there is no eval set to evaluate on; "),
+])
+def test_an_eval_set_that_cannot_be_exits_2_with_one_line(tiny, tmp_path, capsys, extra, line,
+                                                          single_process_env):
+    assert main(argv(tiny, tmp_path / "out", *extra)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"mgft-train: {line}") and err.count("\n") == 1, err
+
+
 def test_single_process_run_trains_without_a_group(tiny, tmp_path, capsys, single_process_env):
     out = tmp_path / "out"
     assert main(argv(tiny, out, "--max-steps=3", "--seq-len=64", "--lr=3e-3")) == 0
@@ -67,6 +81,8 @@ def test_single_process_run_trains_without_a_group(tiny, tmp_path, capsys, singl
     assert report["model_wrapper"] == "PeftModelForCausalLM"
     assert report["steps"] == len(report["losses"]) == 3
     assert 0 < report["trainable_params"] < report["total_params"]
+    # No eval set: no loss measured on training rows goes by an eval name.
+    assert report["eval"] is None and [k for k in report if k.startswith("eval")] == ["eval"]
     assert sorted(p.name for p in out.iterdir()) == ["adapter", "checkpoints", "loss.png",
                                                      "metrics.json", "tensorboard"]
     assert f"saved: adapter {out / 'adapter'}" in capsys.readouterr().out

@@ -10,7 +10,8 @@ from mgft_train.distributed import Dist
 from mgft_train.loop import TrainResult
 
 REQUIRED = {"world_size", "backend", "strategy", "strategy_evidence", "model_wrapper", "device",
-            "tuning", "quantization", "steps", "first_loss", "last_loss", "losses", "eval_loss",
+            "tuning", "quantization", "steps", "first_loss", "last_loss", "losses", "eval",
+            "reload_check_loss",
             "tokens", "tokens_per_s", "tokens_per_s_per_gpu_or_proc",
             "tokens_per_s_after_warmup", "tokens_per_s_median_step", "peak_memory_bytes",
             "kernels", "attention", "activation_checkpointing", "first_step_at",
@@ -32,7 +33,7 @@ def result(**kw) -> TrainResult:
 def test_metrics_report_what_ran_and_rates(tmp_path):
     spec = TrainSpec(model="m", dataset="d", max_steps=3)
     report = metrics.collect(spec, CTX, torch.nn.Linear(2, 2), result(), LOADED,
-                             peak_memory=PEAKS, eval_loss=1.25)
+                             peak_memory=PEAKS, reload_check_loss=1.25)
 
     path = metrics.write(report, tmp_path)
 
@@ -41,12 +42,34 @@ def test_metrics_report_what_ran_and_rates(tmp_path):
     assert loaded["strategy"] == "single"  # a bare module is no DDP, whatever the spec asked
     assert loaded["model_wrapper"] == "Linear"
     assert loaded["kernels"] == ["liger:rms_norm"] and loaded["attention"] == "sdpa"
-    assert (loaded["first_loss"], loaded["last_loss"], loaded["eval_loss"]) == (3.0, 1.5, 1.25)
+    assert (loaded["first_loss"], loaded["last_loss"]) == (3.0, 1.5)
+    assert loaded["reload_check_loss"] == 1.25
+    # No eval set: nothing named eval holds a number (the reload check is on training rows).
+    assert loaded["eval"] is None and [k for k in loaded if k.startswith("eval")] == ["eval"]
     assert loaded["tokens_per_s"] == 250.0
     assert loaded["tokens_per_s_per_gpu_or_proc"] == 125.0
     assert loaded["peak_memory_bytes"] == 2 * 1024**3
     assert loaded["spec"]["strategy"] == "ddp" and loaded["spec"]["max_steps"] == 3
     assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
+def test_the_held_out_eval_records_its_set_every_point_and_the_final_loss():
+    from mgft_train.data import EvalSet, Example
+    from mgft_train.data.encode import EncodeStats
+
+    stats = EncodeStats(samples=2, truncated=0, dropped_long=0, dropped_untrained=0, tokens=9,
+                        trained_tokens=5)
+    held = EvalSet(examples=[Example([1, 2], [-100, 2])] * 2, source="--eval-dataset e.jsonl",
+                   stats=stats)
+    points = [{"step": 2, "loss": 2.5}, {"step": 3, "loss": 2.25}]
+    spec = TrainSpec(model="m", dataset="d", eval_dataset="e.jsonl", eval_every=2)
+    report = metrics.collect(spec, CTX, torch.nn.Linear(2, 2), result(evals=points, eval_s=0.5),
+                             LOADED, eval_set=held)
+    assert report["eval"] == {"source": "--eval-dataset e.jsonl", "samples": 2,
+                              "tokens_scored": 5, "every": 2, "points": points,
+                              "final_loss": 2.25, "elapsed_s": 0.5}
+    assert metrics.summary(report).splitlines()[0].endswith(
+        "loss 3.0000 -> 1.5000, eval_loss 2.2500 on 2 held-out samples")
 
 
 def test_throughput_of_a_resumed_run_counts_only_its_own_steps():

@@ -11,6 +11,11 @@ def test_step_line_format():
     assert format_eta(-1) == "0:00:00"
 
 
+def test_a_step_that_evaluates_shows_the_eval_loss_after_the_training_loss():
+    assert format_step(10, 20, 1.5, 1e-4, 850.0, eval_loss=1.75) == \
+        "step 10/20 loss 1.5000 eval_loss 1.7500 lr 1.0e-04 tok/s 850"
+
+
 def test_plain_lines_when_stdout_is_not_a_tty_and_nothing_when_disabled(capsys):
     with reporter(2, enabled=True) as report:
         report.step(1, 2, 1.0, 1e-3, 10.0)

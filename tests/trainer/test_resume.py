@@ -51,6 +51,8 @@ def test_signal_on_one_rank_checkpoints_exits_75_and_the_rerun_resumes_exactly(
     assert m["strategy"] == strategy
     assert m["losses"] == reference["losses"]  # bitwise: model, optimizer, schedule, RNG, data
     assert m["tokens"] == reference["tokens"]
+    # Eval points before the stop come from the checkpoint, the later ones from this run.
+    assert m["eval"]["points"] == reference["eval"]["points"]
 
 
 def test_killed_rank_is_restarted_by_torchrun_and_finishes_like_an_uninterrupted_run(
@@ -62,7 +64,8 @@ def test_killed_rank_is_restarted_by_torchrun_and_finishes_like_an_uninterrupted
               "--nproc-per-node", "2", "--max-restarts", "2", "--model", str(tiny.model_dir),
               "--dataset", str(tiny.data), "--output", str(fresh_output), "--seq-len", "64",
               "--micro-batch", "4", "--lr", "3e-3", "--seed", "0", "--strategy", "ddp",
-              "--max-steps", str(STEPS), "--save-every", "10", "--no-packing"]
+              "--max-steps", str(STEPS), "--save-every", "10", "--no-packing",
+              "--eval-dataset", str(tiny.eval_data), "--eval-every", str(jobs.EVAL_EVERY)]
     # Rank 0's lines reach mgft's stdout with torchrun's "[default0]:" prefix.
     job = jobs.run_and_hit(submit, cpu_job_env, fresh_output, when="[default0]:step 12/",
                            rank=1, sig=signal.SIGKILL)
@@ -71,3 +74,5 @@ def test_killed_rank_is_restarted_by_torchrun_and_finishes_like_an_uninterrupted
     assert m["restart_count"] >= 1
     assert m["resumed_from_step"] is not None and m["resumed_from_step"] >= 10
     assert m["losses"] == reference["losses"]
+    # Eval points up to the checkpoint come from it; the later ones, from the restarted run.
+    assert m["eval"]["points"] == reference["eval"]["points"]

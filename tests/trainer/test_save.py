@@ -1,6 +1,7 @@
 """The final save: what is written, that it is not empty, and that reloading it with plain
-transformers/peft reproduces the trained model's eval loss (metrics.json's eval_loss),
-including from FSDP and ZeRO-3 shards, where naive saves write nothing or empty adapters."""
+transformers/peft reproduces the trained model's loss on a fixed set of training rows
+(metrics.json's reload_check_loss), including from FSDP and ZeRO-3 shards, where naive saves
+write nothing or empty adapters."""
 
 from __future__ import annotations
 
@@ -15,15 +16,15 @@ from tests.trainer.cases import flags
 CTX = Dist(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="none")
 
 
-def eval_loss(model, tiny, tokenizer) -> float:
-    """The trainer's eval: the first rows of the dataset, no dropout; here in one batch (the
-    trainer goes a micro-batch at a time: summed losses, the same mean)."""
+def reload_check_loss(model, tiny, tokenizer) -> float:
+    """The trainer's reload check: the first rows it trained on, no dropout; here in one batch
+    (the trainer goes a micro-batch at a time: summed losses, the same mean)."""
     from mgft_train.data import encode, label_tokens, load_rows
-    from mgft_train.evaluate import EVAL_ROWS, eval_batches
+    from mgft_train.evaluate import RELOAD_CHECK_ROWS, reload_check_batches
     from mgft_train.loop import loss_sum
 
-    [batch] = eval_batches(encode(load_rows(tiny.data)[:EVAL_ROWS], tokenizer, 64),
-                           tokenizer.pad_token_id, rows=EVAL_ROWS)
+    [batch] = reload_check_batches(encode(load_rows(tiny.data)[:RELOAD_CHECK_ROWS], tokenizer,
+                                          64), tokenizer.pad_token_id, rows=RELOAD_CHECK_ROWS)
     with torch.no_grad():
         return loss_sum(model.eval(), batch).item() / label_tokens(batch)
 
@@ -65,7 +66,7 @@ def test_single_process_lora_saves_adapter_and_merged_model(tiny, tokenizer, tmp
         for name, p in model.named_parameters():
             if "lora_B" in name:
                 p.normal_(std=0.05)
-    trained = eval_loss(model, tiny, tokenizer)
+    trained = reload_check_loss(model, tiny, tokenizer)
     engine = ddp.apply(model, spec, CTX, total=1)
 
     saved = save.save_final(engine, tokenizer, spec, CTX)
@@ -75,10 +76,10 @@ def test_single_process_lora_saves_adapter_and_merged_model(tiny, tokenizer, tmp
     from transformers import AutoModelForCausalLM
 
     reloaded = PeftModel.from_pretrained(base_model(tiny), tmp_path / "adapter")
-    assert eval_loss(reloaded, tiny, tokenizer) == pytest.approx(trained, rel=1e-6)
+    assert reload_check_loss(reloaded, tiny, tokenizer) == pytest.approx(trained, rel=1e-6)
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged", local_files_only=True)
     assert not any("lora" in n for n, _ in merged.named_parameters())
-    assert eval_loss(merged, tiny, tokenizer) == pytest.approx(trained, rel=1e-4)
+    assert reload_check_loss(merged, tiny, tokenizer) == pytest.approx(trained, rel=1e-4)
 
 
 def test_full_tuning_saves_the_model():
@@ -95,17 +96,17 @@ def test_sharded_lora_writes_a_real_adapter_and_merged_model(strategy, tiny, tok
     from transformers import AutoModelForCausalLM
 
     job = trainer_job(*flags(strategy, "lora", "--save-merged=true"))
-    trained = job.metrics["eval_loss"]
+    trained = job.metrics["reload_check_loss"]
     tensors = adapter_tensors(job.out / "adapter")
     assert len(tensors) == 2 * 7 * 2  # 2 blocks x 7 projections x (A, B)
     assert all(t.numel() > 0 for t in tensors.values())  # not ZeRO-3's empty placeholders
     assert all(t.abs().max() > 0 for n, t in tensors.items() if "lora_B" in n)  # trained
 
     reloaded = PeftModel.from_pretrained(base_model(tiny), job.out / "adapter")
-    assert eval_loss(reloaded, tiny, tokenizer) == pytest.approx(trained, rel=1e-5)
+    assert reload_check_loss(reloaded, tiny, tokenizer) == pytest.approx(trained, rel=1e-5)
     merged = AutoModelForCausalLM.from_pretrained(job.out / "merged", local_files_only=True)
-    assert eval_loss(merged, tiny, tokenizer) == pytest.approx(trained, rel=1e-4)
-    assert eval_loss(base_model(tiny), tiny, tokenizer) > trained + 0.5
+    assert reload_check_loss(merged, tiny, tokenizer) == pytest.approx(trained, rel=1e-4)
+    assert reload_check_loss(base_model(tiny), tiny, tokenizer) > trained + 0.5
 
 
 @pytest.mark.e2e
@@ -116,7 +117,8 @@ def test_sharded_full_tuning_saves_a_whole_model(strategy, tiny, tokenizer, trai
     job = trainer_job(*flags(strategy, "full"))
     model = AutoModelForCausalLM.from_pretrained(job.out / "model", local_files_only=True)
     assert sum(p.numel() for p in model.parameters()) == job.metrics["total_params"]
-    assert eval_loss(model, tiny, tokenizer) == pytest.approx(job.metrics["eval_loss"], rel=1e-5)
+    assert reload_check_loss(model, tiny, tokenizer) == pytest.approx(
+        job.metrics["reload_check_loss"], rel=1e-5)
 
 
 @pytest.mark.e2e

@@ -18,7 +18,7 @@ import os
 import random
 import re
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +29,10 @@ from mgft_train.errors import UsageError
 DIRNAME = "checkpoints"
 STATE_FILE = "trainer_state.json"
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
-# Fields that may differ between a run and its resumption: where and how often it saves.
-MAY_CHANGE = frozenset({"output", "save", "save_every", "keep_checkpoints", "save_merged"})
+# Fields that may differ between a run and its resumption: where and how often it saves, and
+# how often it evaluates (on the same eval set).
+MAY_CHANGE = frozenset({"output", "save", "save_every", "keep_checkpoints", "save_merged",
+                        "eval_every"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -43,6 +45,9 @@ class TrainState:
     elapsed_s: float
     world_size: int
     spec: dict[str, Any]
+    # Held-out eval points so far ({"step", "loss"}); absent from checkpoints written before
+    # there was an eval.
+    evals: list[dict[str, float]] = field(default_factory=list)
 
 
 def root(output: str | Path) -> Path:

@@ -33,6 +33,7 @@ def check_inputs(spec: TrainSpec, env: DistEnv | None = None) -> Path | None:
     check_precision(spec)
     check_model_dir(spec.model, random_init=spec.random_init)
     check_dataset_file(spec.dataset)
+    check_eval(spec)
     resume = check_output_dir(spec.output)
     if resume is not None:
         checkpoint.check_resumable(resume, spec, env.world_size)
@@ -86,14 +87,30 @@ def check_model_dir(model: str, *, random_init: bool = False) -> None:
                          "with random weights")
 
 
-def check_dataset_file(dataset: str) -> None:
+def check_eval(spec: TrainSpec) -> None:
+    """As the launcher checks it (mgft.validate), for a trainer started by hand; the rows an
+    --eval-split leaves on each side are checked as the data is read (`data.split`)."""
+    if spec.eval_dataset is not None and spec.eval_split is not None:
+        raise UsageError("--eval-split", spec.eval_split,
+                         f"--eval-dataset {spec.eval_dataset} already names the eval set",
+                         "drop --eval-split to evaluate on that file, or drop --eval-dataset "
+                         "to hold out part of --dataset")
+    if spec.eval_every is not None and spec.eval_dataset is None and spec.eval_split is None:
+        raise UsageError("--eval-every", spec.eval_every, "there is no eval set to evaluate on",
+                         "add --eval-dataset FILE or --eval-split FRACTION, or drop "
+                         "--eval-every")
+    if spec.eval_dataset is not None:
+        check_dataset_file(spec.eval_dataset, "--eval-dataset")
+
+
+def check_dataset_file(dataset: str, flag: str = "--dataset") -> None:
     """That it exists, its type, and its first rows; every row is checked by `data.files` as
     it is read."""
     if not Path(dataset).exists():
-        raise UsageError("--dataset", dataset, "not found",
+        raise UsageError(flag, dataset, "not found",
                          "pass an existing .jsonl, .json or .parquet file, or a directory "
                          "written by datasets' save_to_disk")
-    jsonrows.check_head(dataset)
+    jsonrows.check_head(dataset, flag)
 
 
 def check_output_dir(output: str) -> Path | None:

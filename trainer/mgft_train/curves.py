@@ -1,9 +1,10 @@
 """What rank 0 leaves for people to look at: TensorBoard event files under
-<output>/tensorboard/ (loss, lr, tokens/s per step) and <output>/loss.png."""
+<output>/tensorboard/ (loss, lr, tokens/s per step; the held-out eval loss where it was
+measured) and <output>/loss.png (training loss per step, and the eval loss's points)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,10 @@ class _Board:
         self._writer.add_scalar("train/lr", lr, step)
         self._writer.add_scalar("train/tokens_per_s", tok_s, step)
 
+    def eval(self, step: int, loss: float) -> None:
+        if self._writer is not None:
+            self._writer.add_scalar("eval/loss", loss, step)
+
 
 @contextmanager
 def tensorboard(output: str | Path, *, enabled: bool, start: int = 0) -> Iterator[_Board]:
@@ -41,20 +46,34 @@ def tensorboard(output: str | Path, *, enabled: bool, start: int = 0) -> Iterato
         writer.close()
 
 
-def plot_loss(losses: Sequence[float], output: str | Path, title: str) -> Path:
+def plot_loss(losses: Sequence[float], output: str | Path, title: str,
+              evals: Sequence[Mapping[str, float]] = ()) -> Path:
+    """`evals`: the held-out eval points ({"step", "loss"}), drawn as a second curve."""
+    from matplotlib import pyplot as plt
+
+    fig = loss_figure(losses, title, evals)
+    path = Path(output) / LOSS_PNG
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def loss_figure(losses: Sequence[float], title: str,
+                evals: Sequence[Mapping[str, float]] = ()) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")  # no display on a cluster node
     from matplotlib import pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4), dpi=100)
-    ax.plot(range(1, len(losses) + 1), losses, linewidth=1.5)
+    ax.plot(range(1, len(losses) + 1), losses, linewidth=1.5, label="training")
+    if evals:
+        ax.plot([p["step"] for p in evals], [p["loss"] for p in evals], marker="o",
+                linewidth=1.5, label="held-out eval")
+        ax.legend()
     ax.set_xlabel("optimizer step")
-    ax.set_ylabel("training loss")
+    ax.set_ylabel("loss per predicted token")
     ax.set_title(title)
     ax.grid(alpha=0.3)
-    path = Path(output) / LOSS_PNG
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return fig

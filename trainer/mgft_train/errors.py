@@ -13,6 +13,11 @@ class UsageError(Exception):
         self.problem = problem
         self.fix = fix
 
+    def for_flag(self, flag: str) -> UsageError:
+        """The same error named for another flag that takes the same kind of input (a bad
+        row of --eval-dataset is found by the code that reads --dataset)."""
+        return UsageError(flag, self.value, self.problem, self.fix)
+
     def report(self, prog: str, rank: int) -> str:
         """The stderr line. Every rank that finds bad input prints it, not rank 0 alone: the
         first rank to exit ends the job, torchrun may stop rank 0 before it has printed, and an

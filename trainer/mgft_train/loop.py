@@ -1,5 +1,6 @@
-"""The training loop: one loop for every strategy, exact token-mean loss, checkpoints every
---save-every steps and at the end, a stop on SIGTERM/SIGUSR2 that every rank agrees on.
+"""The training loop: one loop for every strategy, exact token-mean loss, the held-out eval
+every --eval-every steps and at the end, checkpoints every --save-every steps and at the end,
+a stop on SIGTERM/SIGUSR2 that every rank agrees on.
 
 The strategy lives in the `Engine` (parallel/): the loop only calls forward, backward and
 step on it, so what differs between DDP, FSDP, ZeRO and mp is in one small module each.
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,11 +31,13 @@ Batch = dict[str, torch.Tensor]
 class TrainResult:
     steps: int  # optimizer steps done, in this process and before it (a resumed run)
     losses: list[float]  # one per step, from step 1
+    evals: list[dict[str, float]] = field(default_factory=list)  # {"step", "loss"}, in order
     tokens: int  # real (non-pad) tokens, summed over ranks, over all steps
     elapsed_s: float  # time in training steps (checkpoint writes excluded), over all runs
     run_tokens: int = 0  # this process's share of `tokens`, for its throughput
     run_elapsed_s: float = 0.0
     checkpoint_s: float = 0.0
+    eval_s: float = 0.0  # this process's time in evaluations (not in elapsed_s)
     resumed_from: int | None = None
     preempted: bool = False
     signals: list[str] = field(default_factory=list)
@@ -72,13 +75,16 @@ def loss_sum(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
 
 
 def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total: int,
-          resume: TrainState | None = None) -> TrainResult:
+          resume: TrainState | None = None,
+          evaluate: Callable[[], float] | None = None) -> TrainResult:
+    """`evaluate`: the held-out loss (a collective), when there is an eval set."""
     start = resume.step if resume else 0
     losses = list(resume.losses) if resume else []
+    evals = list(resume.evals) if resume else []
     tokens_before = resume.tokens if resume else 0
     elapsed_before = resume.elapsed_s if resume else 0.0
     stream = micro_batches(loader, skip=start * spec.grad_accum)
-    run_tokens, run_elapsed, checkpoint_s, stopped = 0, 0.0, 0.0, False
+    run_tokens, run_elapsed, checkpoint_s, eval_s, stopped = 0, 0.0, 0.0, 0.0, False
     step_times: list[float] = []
     step_counts: list[int] = []
     first_step_at: float | None = None
@@ -98,12 +104,20 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
             run_elapsed += step_s
             step_times.append(step_s)
             step_counts.append(step_tokens)
-            report.step(step, total, loss, lr, step_tokens / step_s)
+            eval_loss = None
+            if evaluate is not None and eval_due(step, total, spec.eval_every):
+                t0 = time.perf_counter()
+                eval_loss = evaluate()
+                eval_s += time.perf_counter() - t0
+                evals.append({"step": step, "loss": eval_loss})
+                board.eval(step, eval_loss)
+            report.step(step, total, loss, lr, step_tokens / step_s, eval_loss=eval_loss)
             board.step(step, loss, lr, step_tokens / step_s)
             due = stop or step % spec.save_every == 0 or step == total
             if due and spec.save is Save.CHECKPOINTS:
                 t0 = time.perf_counter()
-                state = TrainState(step=step, losses=losses, tokens=tokens_before + run_tokens,
+                state = TrainState(step=step, losses=losses, evals=evals,
+                                   tokens=tokens_before + run_tokens,
                                    elapsed_s=elapsed_before + run_elapsed,
                                    world_size=ctx.world_size, spec=checkpoint.spec_record(spec))
                 checkpoint.write(engine, state, spec.output, ctx, spec.keep_checkpoints)
@@ -111,12 +125,18 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
             if stop and step < total:
                 stopped = True
                 break
-    return TrainResult(steps=len(losses), losses=losses, tokens=tokens_before + run_tokens,
+    return TrainResult(steps=len(losses), losses=losses, evals=evals,
+                       tokens=tokens_before + run_tokens,
                        elapsed_s=elapsed_before + run_elapsed, run_tokens=run_tokens,
-                       run_elapsed_s=run_elapsed, checkpoint_s=checkpoint_s,
+                       run_elapsed_s=run_elapsed, checkpoint_s=checkpoint_s, eval_s=eval_s,
                        resumed_from=start if resume else None, preempted=stopped,
                        signals=signals.received(), step_s=step_times, step_tokens=step_counts,
                        first_step_at=first_step_at)
+
+
+def eval_due(step: int, total: int, every: int | None) -> bool:
+    """Every `every` steps (if given), and always after the last step."""
+    return step == total or (every is not None and step % every == 0)
 
 
 def train_step(engine: Any, batches: list[Batch], ctx: Dist,

@@ -6,8 +6,9 @@ ZeRO-3 with offload, or naive model parallelism, on CPU/gloo or GPU/nccl.
 Checkpoints go to <output>/checkpoints/step-NNNNNNNN/ every --save-every steps and at the
 end (atomically; the last --keep-checkpoints are kept). Rerunning with the same argv and
 --output resumes from the latest one; an --output holding a finished run (metrics.json) is
-refused. At the end: the adapter (or model), the merged model with --save-merged,
-metrics.json, loss.png and TensorBoard events under <output>/tensorboard/.
+refused. With --eval-dataset or --eval-split, the held-out loss is measured every
+--eval-every steps and at the end. At the end: the adapter (or model), the merged model with
+--save-merged, metrics.json, loss.png and TensorBoard events under <output>/tensorboard/.
 
 Exit codes (mgft.exitcodes):
   0   done.
@@ -105,7 +106,11 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
     if resume and ctx.is_main:
         print(f"{PROG}: resuming from {resume_from} (step {resume.step} of {total})", flush=True)
 
-    result = loop.train(engine, loader, spec, ctx, total=total, resume=resume)
+    held_out = evaluate.held_out(engine, dataset.eval, spec, ctx, pad_id=tokenizer.pad_token_id,
+                                 flat=data.flat_rows(net))
+
+    result = loop.train(engine, loader, spec, ctx, total=total, resume=resume,
+                        evaluate=held_out)
     if result.preempted:
         signals.ignore()  # saved; a second SIGTERM (torchrun's, as peers exit) changes nothing
         if ctx.is_main:
@@ -114,17 +119,18 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
                   f" (exit {exitcodes.PREEMPTED})", flush=True)
         return exitcodes.PREEMPTED
 
-    eval_loss = evaluate.eval_loss(
-        engine, evaluate.eval_batches(dataset.examples, tokenizer.pad_token_id, spec.micro_batch),
-        ctx.device)
+    reload_check_loss = evaluate.loss(
+        engine, evaluate.reload_check_batches(dataset.examples, tokenizer.pad_token_id,
+                                              spec.micro_batch), ctx)
     peaks = memory.peaks(engine.model, ctx)
     saved = save.save_final(engine, tokenizer, spec, ctx) if spec.save is not Save.NONE else {}
     if ctx.is_main:
         report = metrics.collect(spec, ctx, engine.model, result, loaded, peak_memory=peaks,
-                                 eval_loss=eval_loss, saved=saved,
-                                 restart_count=env.restart_count,
+                                 reload_check_loss=reload_check_loss, eval_set=dataset.eval,
+                                 saved=saved, restart_count=env.restart_count,
                                  precision=precision.describe(spec, engine))
-        curves.plot_loss(result.losses, spec.output, f"{report['strategy']} {spec.tuning.value}")
+        curves.plot_loss(result.losses, spec.output, f"{report['strategy']} {spec.tuning.value}",
+                         result.evals)
         metrics.write(report, spec.output)  # last: its presence marks the run finished
         print(metrics.summary(report), flush=True)
     return exitcodes.OK

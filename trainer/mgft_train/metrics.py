@@ -2,6 +2,11 @@
 
 Its presence marks a finished run: a rerun with the same --output is refused, while an
 output with checkpoints and no metrics.json is resumed.
+
+Losses measured without training: `eval` is the held-out eval (None without an eval set),
+`reload_check_loss` the trained model's loss on the first samples it trained on, for
+checking a reloaded adapter or merged model (mgft_train.evaluate). No key named eval holds a
+loss on training rows.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from mgft.spec import TrainSpec
 
 from mgft_train import rates
 from mgft_train.checkpoint import spec_record
+from mgft_train.data import EvalSet
 from mgft_train.distributed import Dist
 from mgft_train.loop import TrainResult
 from mgft_train.parallel.detect import strategy_that_ran, unwrap
@@ -29,7 +35,7 @@ GiB = 1024**3
 
 def collect(spec: TrainSpec, ctx: Dist, model: torch.nn.Module, result: TrainResult,
             loaded: dict[str, Any], *, peak_memory: list[dict[str, Any]] | None = None,
-            eval_loss: float | None = None,
+            reload_check_loss: float | None = None, eval_set: EvalSet | None = None,
             saved: dict[str, Path] | None = None, restart_count: int = 0,
             precision: dict[str, Any] | None = None) -> dict[str, Any]:
     """`model` is the object the loop trained (the engine's model): it is inspected, not
@@ -58,7 +64,8 @@ def collect(spec: TrainSpec, ctx: Dist, model: torch.nn.Module, result: TrainRes
         "first_loss": result.losses[0],
         "last_loss": result.losses[-1],
         "losses": result.losses,
-        "eval_loss": eval_loss,
+        "eval": evaluation(spec, eval_set, result),
+        "reload_check_loss": reload_check_loss,
         "tokens": result.tokens,
         "tokens_per_s": tokens_per_s,
         "tokens_per_s_per_gpu_or_proc": tokens_per_s / ctx.world_size,
@@ -78,6 +85,23 @@ def collect(spec: TrainSpec, ctx: Dist, model: torch.nn.Module, result: TrainRes
         "saved": {k: str(v) for k, v in (saved or {}).items()},
         "spec": spec_record(spec),
         "versions": versions(),
+    }
+
+
+def evaluation(spec: TrainSpec, eval_set: EvalSet | None,
+               result: TrainResult) -> dict[str, Any] | None:
+    """The held-out eval set and its loss at each point; `final_loss` is after the last
+    step."""
+    if eval_set is None:
+        return None
+    return {
+        "source": eval_set.source,
+        "samples": len(eval_set.examples),
+        "tokens_scored": eval_set.stats.trained_tokens,
+        "every": spec.eval_every,
+        "points": result.evals,
+        "final_loss": result.evals[-1]["loss"] if result.evals else None,
+        "elapsed_s": result.eval_s,  # this process's evaluations (resumed runs: these only)
     }
 
 
@@ -108,10 +132,13 @@ def summary(metrics: dict[str, Any]) -> str:
                       for p in metrics["peak_memory_per_device"])
     saved = ", ".join(f"{k} {v}" for k, v in metrics["saved"].items()) or "nothing"
     resumed = metrics["resumed_from_step"]
+    held_out = metrics["eval"]
     return "\n".join([
         f"mgft-train: {metrics['steps']} steps on {metrics['world_size']} x "
         f"{metrics['device']} ({metrics['strategy']}, {metrics['tuning']}), loss "
         f"{metrics['first_loss']:.4f} -> {metrics['last_loss']:.4f}"
+        + (f", eval_loss {held_out['final_loss']:.4f} on {held_out['samples']} held-out "
+           "samples" if held_out else "")
         + (f" (resumed at step {resumed})" if resumed is not None else ""),
         f"  tokens {metrics['tokens']} in {metrics['elapsed_s']:.1f} s, "
         f"{metrics['tokens_per_s']:.0f} tok/s ({metrics['tokens_per_s_per_gpu_or_proc']:.0f} "

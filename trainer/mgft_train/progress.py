@@ -1,7 +1,8 @@
 """Rank 0's view of training: a rich bar on a terminal, one plain line per step in a log.
 
-Each step shows step/total, loss, learning rate, tokens/s and the ETA; other ranks print
-nothing (their output is still kept per rank by the launcher, for when one fails).
+Each step shows step/total, loss, the held-out eval loss at steps that evaluate, learning
+rate, tokens/s and the ETA; other ranks print nothing (their output is still kept per rank by
+the launcher, for when one fails).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Protocol
 
 
 class StepReporter(Protocol):
-    def step(self, step: int, total: int, loss: float, lr: float, tok_s: float) -> None: ...
+    def step(self, step: int, total: int, loss: float, lr: float, tok_s: float, *,
+             eval_loss: float | None = None) -> None: ...
 
 
 def format_eta(seconds: float) -> str:
@@ -24,8 +26,9 @@ def format_eta(seconds: float) -> str:
 
 
 def format_step(step: int, total: int, loss: float, lr: float, tok_s: float,
-                eta_s: float | None = None) -> str:
-    line = f"step {step}/{total} loss {loss:.4f} lr {lr:.1e} tok/s {tok_s:.0f}"
+                eta_s: float | None = None, eval_loss: float | None = None) -> str:
+    held_out = "" if eval_loss is None else f" eval_loss {eval_loss:.4f}"
+    line = f"step {step}/{total} loss {loss:.4f}{held_out} lr {lr:.1e} tok/s {tok_s:.0f}"
     return line if eta_s is None else f"{line} eta {format_eta(eta_s)}"
 
 
@@ -41,7 +44,8 @@ class _Eta:
 
 
 class _Silent:
-    def step(self, step: int, total: int, loss: float, lr: float, tok_s: float) -> None:
+    def step(self, step: int, total: int, loss: float, lr: float, tok_s: float, *,
+             eval_loss: float | None = None) -> None:
         pass
 
 
@@ -49,18 +53,25 @@ class _Plain:
     def __init__(self, eta: _Eta) -> None:
         self._eta = eta
 
-    def step(self, step: int, total: int, loss: float, lr: float, tok_s: float) -> None:
+    def step(self, step: int, total: int, loss: float, lr: float, tok_s: float, *,
+             eval_loss: float | None = None) -> None:
         # flush: under torchrun/Slurm/k8s stdout is a pipe, and a buffered log looks hung.
-        print(format_step(step, total, loss, lr, tok_s, self._eta(step, total)), flush=True)
+        print(format_step(step, total, loss, lr, tok_s, self._eta(step, total), eval_loss),
+              flush=True)
 
 
 class _Rich:
     def __init__(self, bar, task) -> None:
         self._bar, self._task = bar, task
+        self._eval = ""  # the latest eval loss stays in view until the next one
 
-    def step(self, step: int, total: int, loss: float, lr: float, tok_s: float) -> None:
+    def step(self, step: int, total: int, loss: float, lr: float, tok_s: float, *,
+             eval_loss: float | None = None) -> None:
+        if eval_loss is not None:
+            self._eval = f" eval_loss {eval_loss:.4f} (step {step})"
         self._bar.update(self._task, completed=step,
-                         description=f"loss {loss:.4f} lr {lr:.1e} tok/s {tok_s:.0f}")
+                         description=f"loss {loss:.4f}{self._eval} lr {lr:.1e} "
+                         f"tok/s {tok_s:.0f}")
 
 
 @contextmanager

@@ -34,6 +34,12 @@ compares them). Keep it in step with launcher/mgft/render/ and templates/ there.
 {{- if gt (int .Values.max_restarts) 0 -}}
 {{- fail "max_restarts: local runs only; on Kubernetes set k8s.max_restarts with an elastic job, or rely on restartPolicy OnFailure (a restarted pod resumes from the last checkpoint)" -}}
 {{- end -}}
+{{- if and .Values.train.eval_dataset (not (kindIs "invalid" .Values.train.eval_split)) -}}
+{{- fail "train.eval_split: train.eval_dataset already names the eval set; drop one of them" -}}
+{{- end -}}
+{{- if and (not (kindIs "invalid" .Values.train.eval_every)) (not .Values.train.eval_dataset) (kindIs "invalid" .Values.train.eval_split) -}}
+{{- fail "train.eval_every: there is no eval set to evaluate on; set train.eval_dataset or train.eval_split, or drop train.eval_every" -}}
+{{- end -}}
 {{- if .Values.generate -}}
 {{- fail "generate: this chart runs training jobs; render a generation job with `mgft generate --backend k8s --dry-run`" -}}
 {{- end -}}
@@ -93,6 +99,15 @@ kueue.x-k8s.io/queue-name: {{ . | toJson }}
 {{- $args = append $args (printf "--train-on-prompt=%s" (ternary "True" "False" $t.train_on_prompt)) -}}
 {{- $args = append $args (printf "--packing=%s" (ternary "True" "False" $t.packing)) -}}
 {{- $args = append $args (printf "--overlong=%s" $t.overlong) -}}
+{{- if not (kindIs "invalid" $t.eval_dataset) -}}
+{{- $args = append $args (printf "--eval-dataset=%s" $t.eval_dataset) -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $t.eval_split) -}}
+{{- $args = append $args (printf "--eval-split=%s" (include "mgft.pyfloat" $t.eval_split)) -}}
+{{- end -}}
+{{- if not (kindIs "invalid" $t.eval_every) -}}
+{{- $args = append $args (printf "--eval-every=%d" (int $t.eval_every)) -}}
+{{- end -}}
 {{- $args = append $args (printf "--kernels=%s" $t.kernels) -}}
 {{- $args = append $args (printf "--activation-checkpointing=%s" (ternary "True" "False" $t.activation_checkpointing)) -}}
 {{- $args = append $args (printf "--precision=%s" $t.precision) -}}

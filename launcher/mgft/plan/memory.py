@@ -56,9 +56,11 @@ class Assumptions:
     # torch's varlen_attn takes fewer k/v heads than q heads (enable_gqa); without it the
     # trainer repeats k and v to every head.
     varlen_gqa: bool = True
-    # The trainer's evaluation pass after training: no-grad forwards over this many samples
-    # (mgft_train.evaluate.EVAL_ROWS), --micro-batch rows at a time, each padded to its
-    # longest: eval_len tokens when the data's longest sample is known, else --seq-len.
+    # The trainer's reload check after training: no-grad forwards over this many samples
+    # (mgft_train.evaluate.RELOAD_CHECK_ROWS), --micro-batch rows at a time, each padded to
+    # its longest: eval_len tokens when the data's longest sample is known, else --seq-len.
+    # A held-out eval (--eval-dataset, --eval-split) runs --micro-batch sequences of up to
+    # --seq-len: within this bound while --micro-batch is 16 or less.
     eval_rows: int = 16
     eval_len: int | None = None
     # Outside PyTorch's allocator, so never in max_memory_allocated: the CUDA context, cuBLAS

@@ -112,9 +112,9 @@ def _check_container(spec: JobSpec) -> None:
     if s.container is SlurmContainer.APPTAINER and not _APPTAINER_IMAGE.match(spec.image):
         fail("image", spec.image, "not an apptainer image",
               "use a .sif path or a URI, e.g. /images/mgft.sif or docker://ghcr.io/acme/mgft:cuda")
-    for key in ("model", "dataset", "output"):
+    for key in ("model", "dataset", "eval_dataset", "output"):
         path = getattr(spec.train, key)
-        if not path.startswith("/"):
+        if path is not None and not path.startswith("/"):
             fail(f"train.{key}", path, "a relative path may not resolve inside the container",
                   "use an absolute path (mounted with slurm.container_mounts if need be)")
     for mount in s.container_mounts:

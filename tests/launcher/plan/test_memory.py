@@ -236,13 +236,13 @@ def test_assumptions_change_what_they_should() -> None:
 
 
 def test_assumptions_follow_the_trainer() -> None:
-    """The evaluation pass's rows, the strategies without the fused loss and ZeRO-3's
+    """The reload check's rows, the strategies without the fused loss and ZeRO-3's
     prefetch are the trainer's own constants, read here so that a change there fails here."""
     from mgft.plan.memory import NO_FUSED_LOSS
     from mgft_train import kernels
-    from mgft_train.evaluate import EVAL_ROWS
+    from mgft_train.evaluate import RELOAD_CHECK_ROWS
     from mgft_train.parallel.zero import PREFETCH_ELEMENTS
 
-    assert A.eval_rows == EVAL_ROWS
+    assert A.eval_rows == RELOAD_CHECK_ROWS
     assert set(NO_FUSED_LOSS) == set(kernels.NO_FUSED_LOSS)
     assert A.zero3_prefetch == PREFETCH_ELEMENTS

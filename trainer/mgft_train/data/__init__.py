@@ -6,9 +6,11 @@
     encode.py     tokens, labels, and the --seq-len policy (--overlong)
     packing.py    several samples per sequence, attention kept inside each
     batches.py    collation, rank sharding, and what the model is given
+    split.py      --eval-split: the rows held out for evaluation
 
-`prepare` does everything up to token ids, so every bad row and a missing chat template fail
-before any process group exists.
+`prepare` does everything up to token ids, for the training rows and the eval set
+(--eval-dataset or --eval-split), so every bad row and a missing chat template fail before
+any process group exists.
 """
 
 from __future__ import annotations
@@ -32,23 +34,34 @@ from mgft_train.data.encode import IGNORE, EncodeStats, Example, encode_samples
 from mgft_train.data.files import iter_rows
 from mgft_train.data.formats import Parsed, Record, Row, parse
 from mgft_train.data.packing import fill, flat_rows
+from mgft_train.data.split import split
 from mgft_train.data.templates import render_prompt, resolve_chat_template, to_sample
 from mgft_train.errors import UsageError
 
 CHAT_FORMATS = frozenset({DataFormat.SHAREGPT, DataFormat.MESSAGES})
-__all__ = ["IGNORE", "Example", "Prepared", "Row", "collate", "encode", "flat_rows",
+__all__ = ["IGNORE", "EvalSet", "Example", "Prepared", "Row", "collate", "encode", "flat_rows",
            "label_tokens", "load_rows", "make_loader", "model_inputs", "prepare", "read",
            "real_tokens", "render_prompt", "summary"]
 
 
 @dataclass(frozen=True, slots=True)
-class Prepared:
+class EvalSet:
+    """Held-out samples: none of them is in `Prepared.examples`."""
+
     examples: list[Example]
+    source: str  # how the user named them: "--eval-dataset FILE" or "--eval-split F of FILE"
+    stats: EncodeStats
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    examples: list[Example]  # what is trained on
     format: DataFormat
     source: str
     stats: EncodeStats
     last_turn_only: int  # conversations whose template allowed training the last turn only
     seq_len: int
+    eval: EvalSet | None = None
 
 
 def read(dataset: str, data_format: DataFormat = DataFormat.AUTO) -> Parsed:
@@ -58,16 +71,44 @@ def read(dataset: str, data_format: DataFormat = DataFormat.AUTO) -> Parsed:
 
 def prepare(spec: TrainSpec, tokenizer: Any) -> Prepared:
     parsed = read(spec.dataset, spec.data_format)
+    records, held, held_format = parsed.records, None, parsed.format
+    if spec.eval_split is not None:
+        records, held = split(records, spec.eval_split, spec.seed, spec.dataset)
+    elif spec.eval_dataset is not None:
+        try:
+            eval_parsed = read(spec.eval_dataset, spec.data_format)
+        except UsageError as err:  # its rows are checked by the code that reads --dataset
+            raise err.for_flag("--eval-dataset") from None
+        held, held_format = eval_parsed.records, eval_parsed.format
     template = None
-    if parsed.format in CHAT_FORMATS:
+    if parsed.format in CHAT_FORMATS or held_format in CHAT_FORMATS:
         template = resolve_chat_template(tokenizer, spec.chat_template, spec.model)
-    samples = [to_sample(r, tokenizer, template, spec.train_on_prompt) for r in parsed.records]
+    samples = [to_sample(r, tokenizer, template, spec.train_on_prompt) for r in records]
     examples, stats = encode_samples(samples, tokenizer, spec.seq_len, spec.overlong)
     if not examples:
         raise UsageError("--dataset", spec.dataset, _nothing_left(stats, spec),
                          f"raise --seq-len (now {spec.seq_len}) or use --overlong truncate")
     return Prepared(examples=examples, format=parsed.format, source=spec.dataset, stats=stats,
-                    last_turn_only=sum(s.last_turn_only for s in samples), seq_len=spec.seq_len)
+                    last_turn_only=sum(s.last_turn_only for s in samples), seq_len=spec.seq_len,
+                    eval=None if held is None else _eval_set(held, spec, tokenizer, template))
+
+
+def _eval_set(records: Sequence[Record], spec: TrainSpec, tokenizer: Any,
+              template: str | None) -> EvalSet:
+    """Encoded as the training rows are (prompt masking, --seq-len, --overlong), so that
+    its loss is the training loss's measure, on other rows."""
+    samples = [to_sample(r, tokenizer, template, spec.train_on_prompt) for r in records]
+    examples, stats = encode_samples(samples, tokenizer, spec.seq_len, spec.overlong)
+    if spec.eval_split is not None:
+        flag, value = "--eval-split", spec.eval_split
+        source = f"--eval-split {spec.eval_split} of {Path(spec.dataset).name}"
+    else:
+        flag, value = "--eval-dataset", spec.eval_dataset
+        source = f"--eval-dataset {Path(str(spec.eval_dataset)).name}"
+    if not examples:
+        raise UsageError(flag, value, _nothing_left(stats, spec, "no eval sample left"),
+                         f"raise --seq-len (now {spec.seq_len}) or use --overlong truncate")
+    return EvalSet(examples=examples, source=source, stats=stats)
 
 
 def load_rows(dataset: str) -> list[Record]:
@@ -83,8 +124,9 @@ def encode(records: Sequence[Record], tokenizer: Any, seq_len: int, *,
     return encode_samples(samples, tokenizer, seq_len, overlong)[0]
 
 
-def _nothing_left(stats: EncodeStats, spec: TrainSpec) -> str:
-    return (f"no sample left to train on: of {stats.samples}, {stats.dropped_long} are longer "
+def _nothing_left(stats: EncodeStats, spec: TrainSpec,
+                  what: str = "no sample left to train on") -> str:
+    return (f"{what}: of {stats.samples}, {stats.dropped_long} are longer "
             f"than --seq-len {spec.seq_len} (--overlong {spec.overlong.value}) and "
             f"{stats.dropped_untrained} have no response token within it")
 
@@ -106,4 +148,8 @@ def summary(data: Prepared, loader: DataLoader) -> str:
     items = loader.dataset
     if items and isinstance(items[0], tuple):  # packs are tuples of examples
         parts.append(f"packed into {len(items)} sequences ({fill(items, data.seq_len):.0%} full)")
+    if data.eval is not None:
+        e = data.eval.stats
+        parts.append(f"eval: {len(data.eval.examples)} held-out samples ({data.eval.source}), "
+                     f"{e.trained_tokens} tokens scored")
     return "; ".join(parts)
