@@ -34,8 +34,8 @@ def check(spec: JobSpec) -> None:
     _check_name(spec)
     _check_processes(spec)
     _check_tuning(spec)
-    _check_eval(spec)
     _check_precision(spec)
+    _check_eval(spec)
     _check_restarts(spec)
     _check_env(spec)
     _check_dist(spec)
@@ -106,23 +106,9 @@ def _check_tuning(spec: JobSpec) -> None:
         fail("train.save_merged", train.save_merged,
               "--tuning full trains every weight and saves the whole model; there is no "
               "adapter to merge", "drop --save-merged")
-    if train.tuning is Tuning.QLORA and train.random_init:
-        fail("train.random_init", train.random_init,
-              "qlora quantizes weights to 4 bits while loading them, and --random-init loads "
-              "none", "save a random model first (python -m mgft_train.tiny --preset NAME "
-              "--weights) and pass it as --model, or use --tuning lora")
     if train.tuning is not Tuning.FULL and not _LORA_TARGETS.match(train.lora_targets):
         fail("train.lora_targets", train.lora_targets, "not all-linear or a list of module names",
               "use all-linear, or names separated by commas, e.g. q_proj,k_proj,v_proj,o_proj")
-
-
-def _check_precision(spec: JobSpec) -> None:
-    train = spec.train
-    if not train.precision.runs_under(train.strategy):
-        fail("train.precision", train.precision.value,
-              f"--strategy {train.strategy.value} steps DeepSpeed's ZeRO optimizer, which always "
-              "keeps fp32 master weights", "use --precision mixed with ZeRO, or --strategy ddp, "
-              "fsdp or mp for bf16 weights")
 
 
 def _check_eval(spec: JobSpec) -> None:
@@ -137,6 +123,15 @@ def _check_eval(spec: JobSpec) -> None:
     if train.eval_every is not None and train.eval_dataset is None and train.eval_split is None:
         fail("train.eval_every", train.eval_every, "there is no eval set to evaluate on",
               "add --eval-dataset FILE or --eval-split FRACTION, or drop --eval-every")
+
+
+def _check_precision(spec: JobSpec) -> None:
+    train = spec.train
+    if not train.precision.runs_under(train.strategy):
+        fail("train.precision", train.precision.value,
+              f"--strategy {train.strategy.value} steps DeepSpeed's ZeRO optimizer, which always "
+              "keeps fp32 master weights", "use --precision mixed with ZeRO, or --strategy ddp, "
+              "fsdp or mp for bf16 weights")
 
 
 def _check_restarts(spec: JobSpec) -> None:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 from mgft.envcontract import DistEnv
-from mgft.spec import Strategy, TrainSpec, Tuning
+from mgft.spec import Strategy
 from mgft_train import checkpoint
 from mgft_train.checks import (
     RESULT_NAMES,
@@ -10,7 +10,6 @@ from mgft_train.checks import (
     check_model_dir,
     check_output_dir,
     check_strategy,
-    check_tuning,
 )
 from mgft_train.errors import UsageError
 
@@ -90,8 +89,3 @@ def test_ddp_runs_alone_and_mp_wants_one_process_per_node():
         check_strategy(Strategy.MP, TORCHRUN)
 
 
-def test_qlora_needs_weights_to_quantize():
-    check_tuning(TrainSpec(model="m", dataset="d", tuning=Tuning.QLORA))
-    check_tuning(TrainSpec(model="m", dataset="d", random_init=True))
-    with pytest.raises(UsageError, match=r"^--tuning qlora: 4-bit weights are quantized"):
-        check_tuning(TrainSpec(model="m", dataset="d", tuning=Tuning.QLORA, random_init=True))

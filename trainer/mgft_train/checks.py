@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mgft.envcontract import DistEnv
-from mgft.spec import Strategy, TrainSpec, Tuning
+from mgft.spec import Strategy, TrainSpec
 
 from mgft_train import checkpoint, jsonrows
 from mgft_train.errors import UsageError
@@ -29,7 +29,6 @@ def check_inputs(spec: TrainSpec, env: DistEnv | None = None) -> Path | None:
     """All checks; returns the checkpoint to resume from, if --output holds one."""
     env = env or DistEnv()
     check_strategy(spec.strategy, env)
-    check_tuning(spec)
     check_precision(spec)
     check_model_dir(spec.model, random_init=spec.random_init)
     check_dataset_file(spec.dataset)
@@ -51,15 +50,6 @@ def check_strategy(strategy: Strategy, env: DistEnv) -> None:
                          f"splits the model across the GPUs of one process per node, and "
                          f"{env.local_world_size} processes were started on this node",
                          "start one process per node (torchrun --nproc-per-node 1)")
-
-
-def check_tuning(spec: TrainSpec) -> None:
-    if spec.tuning is Tuning.QLORA and spec.random_init:
-        raise UsageError("--tuning", spec.tuning.value,
-                         "4-bit weights are quantized while loading them, and --random-init "
-                         "loads none",
-                         "save a random model first (python -m mgft_train.tiny --preset NAME "
-                         "--weights) and pass it as --model, or use --tuning lora")
 
 
 def check_precision(spec: TrainSpec) -> None:

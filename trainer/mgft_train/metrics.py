@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from mgft.spec import TrainSpec
 
-from mgft_train import rates
+from mgft_train import attention, quant, rates
 from mgft_train.checkpoint import spec_record
 from mgft_train.data import EvalSet
 from mgft_train.distributed import Dist
@@ -56,8 +56,11 @@ def collect(spec: TrainSpec, ctx: Dist, model: torch.nn.Module, result: TrainRes
         "device": ctx.device.type,
         "tuning": spec.tuning.value,
         "quantization": loaded["quantization"],
+        "quantized_bytes": quant.held_bytes(model),  # this rank's 4-bit weights, and all
         "kernels": loaded["kernels"],
         "attention": loaded["attention"],
+        # which kernels the packed attention ran, each with why (a slower one says so)
+        "attention_kernels": attention.used(),
         "activation_checkpointing": loaded["activation_checkpointing"],
         "precision": precision,  # precision.describe: weights, master, compute, states
         "steps": result.steps,
