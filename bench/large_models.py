@@ -4,6 +4,7 @@ per GPU, MFU and peak memory per GPU next to `mgft plan`'s prediction for the sa
     python bench/large_models.py --out OUT --runs 32b-lora-1g,70b-qlora-1g     (one H200)
     python bench/large_models.py --out OUT --runs 70b-qlora-fsdp-2g           (2 x H200)
     python bench/large_models.py --out OUT --runs 70b-lora-fsdp-4g            (4 x H200)
+    python bench/large_models.py --out OUT --runs 70b-lora-fsdp-8g            (8 x H200)
     python bench/large_models.py --tiny --out OUT                             (CPU plumbing)
 
 Every run is `mgft submit --backend local --random-init`: no checkpoint is read or written
@@ -57,6 +58,8 @@ RUNS = {r.name: r for r in (
     Run("70b-qlora-fsdp-2g", "llama-3-70b", "qlora", "fsdp", 2, micro_batch=2),
     # Four H200s: 70B LoRA, bf16 base sharded by FSDP2.
     Run("70b-lora-fsdp-4g", "llama-3-70b", "lora", "fsdp", 4),
+    # Eight H200s: the same, for its scaling from four.
+    Run("70b-lora-fsdp-8g", "llama-3-70b", "lora", "fsdp", 8),
 )}
 TINY = (Run("tiny-qlora", "tiny", "qlora", "ddp", 0, micro_batch=2, seq_len=128),
         Run("tiny-qlora-fsdp", "tiny", "qlora", "fsdp", 0, micro_batch=2, seq_len=128))
