@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+MEMINFO = Path("/proc/meminfo")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as about 2**63
 
@@ -17,7 +18,7 @@ _NO_LIMIT = 1 << 60  # cgroup v1 writes "no limit" as about 2**63
 def total_bytes() -> int | None:
     """The memory the job can use: the machine's, or its cgroup's limit where lower."""
     try:
-        text = Path("/proc/meminfo").read_text()
+        text = MEMINFO.read_text()
     except OSError:
         return None
     found = re.search(r"^MemTotal:\s+(\d+) kB", text, re.MULTILINE)

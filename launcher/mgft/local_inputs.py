@@ -8,15 +8,20 @@ of the job: here they cost milliseconds and end in one line and exit 2.
 
 from __future__ import annotations
 
+from mgft import host_memory
 from mgft.envcontract import DistEnv
 from mgft.errors import SpecError
+from mgft.plan import host
 from mgft.spec import JobSpec
 from mgft.train_args import from_argv, to_argv
 
 
-def check(spec: JobSpec) -> None:
+def check(spec: JobSpec) -> host.HostBreakdown | None:
+    """Refuse what the trainer or this machine's memory would; return the plan's host memory
+    (None when the model's shape is unknown here), for the report of a SIGKILLed worker."""
     if spec.generate is not None:
-        return  # mgft generate checks its own inputs (mgft.generate.launch)
+        return None  # mgft generate checks its own inputs (mgft.generate.launch)
+    planned = host.check(spec, host_memory.total_bytes(), "this machine's memory")
     from mgft_train.checks import check_inputs
     from mgft_train.errors import UsageError
 
@@ -29,3 +34,4 @@ def check(spec: JobSpec) -> None:
         raise SpecError(err.flag, err.value, err.problem, err.fix) from None
     except (OSError, ValueError, TypeError):
         pass  # an unreadable checkpoint state: the trainer names it when it tries to resume
+    return planned

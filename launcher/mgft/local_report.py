@@ -57,16 +57,17 @@ def stopped(sig: signal.Signals, trainer_line: str | None, shown: bool, kept: Ke
 
 
 def failed(scan: FailureScan, log_dir: str, streamed_rank: int,
-           oom_kills_before: int | None) -> int:
-    """A worker failed; torchrun's summary (in `scan`) says which and with what code."""
+           oom_kills_before: int | None, planned_host: float | None = None) -> int:
+    """A worker failed; torchrun's summary (in `scan`) says which and with what code.
+    `planned_host`: the plan's host memory for this machine in bytes, when it is known."""
     code, rank, local = scan.exit_code, scan.rank, scan.local_rank
     assert code is not None
     who = f"rank {rank}" if rank is not None else "a rank"
     logs = f"every rank's output is under {log_dir}"
     name = signal_name(code)
     if name is not None:
-        say(f"{who} was killed by {name} (exit {code}){_kill_cause(code, oom_kills_before)}; "
-            f"{logs}")
+        cause = _kill_cause(code, oom_kills_before, planned_host)
+        say(f"{who} was killed by {name} (exit {code}){cause}; {logs}")
         return 128 - code
     tail = rank_stderr_tail(log_dir, local) if local is not None else None
     if local is not None and local == streamed_rank:
@@ -98,7 +99,8 @@ def torchrun_failed(code: int, own_log: Path, lines: int = 15) -> int:
     return code
 
 
-def _kill_cause(code: int, oom_kills_before: int | None) -> str:
+def _kill_cause(code: int, oom_kills_before: int | None,
+                planned_host: float | None = None) -> str:
     """SIGKILL with no one asking for it is the kernel's out-of-memory killer, as a rule;
     the cgroup's OOM-kill count turns "most likely" into "it was"."""
     if -code != signal.SIGKILL:
@@ -109,6 +111,8 @@ def _kill_cause(code: int, oom_kills_before: int | None) -> str:
         "most likely the kernel's out-of-memory killer"
     total = host_memory.total_bytes()
     held = f" than the {host_memory.gib(total)} this machine gives it" if total else ""
+    if planned_host is not None:
+        held += f"; the plan puts it at {host_memory.gib(int(planned_host))}"
     return (f": {who} (the job needed more host memory{held}); use fewer processes "
             "(--nproc-per-node), --activation-checkpointing, or a strategy that holds less in "
             "host memory (`mgft plan` shows each one's)")

@@ -1,4 +1,5 @@
-"""Rules across fields that types alone cannot express. Pure: no I/O.
+"""Rules across fields that types alone cannot express. Pure: no I/O, but for reading a local
+config.json to size a Slurm job's host memory against --mem (mgft.plan.host).
 
 Each rule raises `SpecError` naming the field as the user wrote it, the value, and the fix.
 """
@@ -189,6 +190,9 @@ def _check_slurm(spec: JobSpec) -> None:
         fail("slurm.time", spec.slurm.time, "not a Slurm time limit",
               "use minutes, HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
     slurm_rules.check(spec)
+    from mgft.plan import host  # reads a local config.json, when there is one
+
+    host.check(spec, host.slurm_mem_bytes(spec.slurm.mem), f"--mem {spec.slurm.mem}")
 
 
 def _check_image(spec: JobSpec) -> None:

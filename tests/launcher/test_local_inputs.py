@@ -102,3 +102,28 @@ print(sorted(m for m in ("torch", "transformers", "datasets", "peft") if m in sy
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_a_job_bigger_than_this_machines_memory(tiny: Tiny, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refused before torchrun, against a fake /proc/meminfo of 1 GiB (and no cgroup)."""
+    from click.testing import CliRunner
+    from mgft import host_memory
+    from mgft.cli import main
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:        1048576 kB\nMemFree:          524288 kB\n")
+    monkeypatch.setattr(host_memory, "MEMINFO", meminfo)
+    monkeypatch.setattr(host_memory, "CGROUP_ROOT", tmp_path / "no-cgroup")
+    output = tmp_path / "out"
+    result = CliRunner().invoke(main, [
+        "submit", "--backend", "local", "--gpus", "1", "--strategy", "zero3-offload",
+        "--model", str(tiny.model_dir), "--dataset", str(tiny.data), "--output", str(output)])
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.splitlines()
+    assert line.startswith("mgft: error: --strategy zero3-offload: plans 2.0 GiB of host "
+                           "memory per node (1 processes, peak at ") and line.endswith(
+        ") and this machine's memory is 1.0 GiB; use fewer processes per node (--gpus), another "
+        "strategy (`mgft plan` shows each one's host memory), or --activation-checkpointing so "
+        "that one keeping its state on the GPU fits")
+    assert not (output / "logs").exists()

@@ -134,3 +134,12 @@ def test_kept_names_the_last_checkpoint(tmp_path: Path) -> None:
     assert local_report.kept_checkpoint(str(tmp_path)) == (
         f"the last checkpoint, step 20 in {tmp_path}/checkpoints/step-00000020, is kept: rerun "
         "the same command to resume from it")
+
+
+def test_a_kill_names_the_plans_host_figure(monkeypatch) -> None:
+    monkeypatch.setattr(host_memory, "oom_kills", lambda: None)
+    monkeypatch.setattr(host_memory, "total_bytes", lambda: 128 * 2**30)
+    cause = local_report._kill_cause(-9, oom_kills_before=None, planned_host=166.5 * 2**30)
+    assert cause.startswith(": most likely the kernel's out-of-memory killer (the job needed "
+                            "more host memory than the 128.0 GiB this machine gives it; the "
+                            "plan puts it at 166.5 GiB)")

@@ -75,8 +75,9 @@ class _Console:
 
 
 def run(command: LocalCommand, cwd: Path | None = None,
-        kept: local_report.Kept | None = None) -> int:
-    """Run torchrun to the end and return the trainer's exit code (see `local_report`)."""
+        kept: local_report.Kept | None = None, planned_host: float | None = None) -> int:
+    """Run torchrun to the end and return the trainer's exit code (see `local_report`);
+    `planned_host`: the plan's host memory in bytes, for the report of a SIGKILLed worker."""
     argv = [torchrun_path(), *command.argv[1:]]
     env = os.environ | command.env
     env.setdefault(TORCHRUN_SHUTDOWN_TIMEOUT, str(SAVE_GRACE_S))
@@ -117,7 +118,7 @@ def run(command: LocalCommand, cwd: Path | None = None,
         return local_report.preempted(stop_line, shown)  # a rank got SIGTERM or SIGUSR2 itself
     if console.scan.exit_code is not None:
         return local_report.failed(console.scan, command.log_dir, STREAMED_RANK,
-                                   oom_kills_before)
+                                   oom_kills_before, planned_host)
     return local_report.torchrun_failed(code, own_log_path)
 
 
@@ -125,7 +126,7 @@ def submit(spec: JobSpec) -> int:
     from mgft import gpus, local_inputs, nccl
     from mgft.envcontract import comm_vars
 
-    local_inputs.check(spec)  # what the trainer would refuse, in milliseconds instead of seconds
+    planned = local_inputs.check(spec)  # what the trainer or this host would refuse, now
     nccl.check_environment(spec, comm_vars())
     choice = gpus.choose_for(spec)  # bad or busy GPUs: SpecError, exit 2, nothing started
     if choice is not None:
@@ -135,4 +136,5 @@ def submit(spec: JobSpec) -> int:
     output = spec.train.output
     kept = (partial(local_report.kept_completions, output) if spec.generate is not None
             else partial(local_report.kept_checkpoint, output))
-    return run(local_command(spec, choice.visible if choice else None), kept=kept)
+    return run(local_command(spec, choice.visible if choice else None), kept=kept,
+               planned_host=planned.peak if planned is not None else None)

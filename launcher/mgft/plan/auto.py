@@ -42,6 +42,20 @@ def job_of(spec: JobSpec, arch: Arch) -> Job:
                checkpointing=t.activation_checkpointing, precision=t.precision)
 
 
+def host_budget(spec: JobSpec) -> int | None:
+    """Bytes of host memory per node: this machine's (local), --mem (Slurm), else unknown
+    (K8sSpec has no memory limit to compare with)."""
+    from mgft import host_memory
+    from mgft.plan.host import slurm_mem_bytes
+    from mgft.spec import Backend
+
+    if spec.backend is Backend.LOCAL:
+        return host_memory.total_bytes()
+    if spec.backend is Backend.SLURM:
+        return slurm_mem_bytes(spec.slurm.mem)
+    return None
+
+
 def resolve_auto(spec: JobSpec) -> tuple[JobSpec, str]:
     """The spec with a concrete strategy, and one line saying what was chosen and why."""
     if spec.generate is not None:
@@ -52,10 +66,16 @@ def resolve_auto(spec: JobSpec) -> tuple[JobSpec, str]:
             "--strategy auto: ddp (on CPU there is no GPU memory to plan for)")
     arch = arch_for(spec)
     job = job_of(spec, arch)
-    budget = Budget(gpu_memory_gib=spec.plan.gpu_memory_gib, margin=spec.plan.margin)
+    host = host_budget(spec)
+    budget = Budget(gpu_memory_gib=spec.plan.gpu_memory_gib, margin=spec.plan.margin,
+                    host_memory_gib=None if host is None else host / GIB)
     # An explicit --nproc-per-node other than 1 rules out mp (one process per node).
     exclude = {Strategy.MP} if spec.resources.nproc_per_node not in (None, 1) else set()
     plan = make_plan(job, budget, exclude=frozenset(exclude))
+    if plan.choice is None and any(r.fits for r in plan.rows):
+        raise SpecError("--strategy", "auto", plan.reason.split("; ")[0],
+                        "use fewer processes per node, --activation-checkpointing, or a "
+                        "machine with more memory (see `mgft plan`)")
     if plan.choice is None:
         raise SpecError("--strategy", "auto",
                         f"no strategy fits {arch.name} ({job.tuning.value}) in "

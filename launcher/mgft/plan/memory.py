@@ -72,6 +72,10 @@ class Assumptions:
     master_chunk: int = 2**27
     kahan_piece: int = 2**25
     kahan_temporaries: int = 5
+    # Host memory of each trainer process before any model state: torch, the CUDA context's
+    # host side, NCCL and the trainer's libraries (mgft.plan.host). Assumed, not yet measured
+    # on the H200 (docs/plan.md, "Host memory").
+    process_host_gib: float = 2.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -92,6 +96,8 @@ class Job:
     kernels: Kernels = Kernels.AUTO
     packing: bool = True
     precision: Precision = Precision.MIXED
+    save: bool = True  # the final save gathers the model on rank 0's CPU (not --save none)
+    save_merged: bool = False
 
     @property
     def world(self) -> int:
@@ -125,7 +131,7 @@ class Breakdown:
     eval: float = 0.0  # the trainer's evaluation pass after training
     grads_in_forward: bool = False  # gradients already exist while activations build up
     grads_persist: bool = False  # a gradient buffer allocated at start-up (ZeRO-3)
-    host: float = 0.0  # CPU memory per process (offload)
+    host: float = 0.0  # CPU memory per process (offload; mgft.plan.host adds the rest)
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def terms(self) -> dict[str, float]:
@@ -371,13 +377,23 @@ def zero3(job: Job, a: Assumptions) -> Breakdown:
 def zero3_offload(job: Job, a: Assumptions) -> Breakdown:
     """ZeRO-3 with parameters and optimizer offloaded to CPU: the GPU holds activations and
     what is gathered or being reduced; the host holds the rest (reported as `host`)."""
+    bucket = job.act_bytes * a.zero_bucket
+    return Breakdown(strategy=Strategy.ZERO3_OFFLOAD, params=0.0, grads=0.0, optimizer=0.0,
+                     buffers=bucket + _gathered(job, a) + dequant_buffer(job),
+                     host=offload_host(job, a)[0], **_terms(job, Strategy.ZERO3_OFFLOAD, a))
+
+
+def offload_host(job: Job, a: Assumptions) -> tuple[float, float]:
+    """(all, page-locked) bytes zero3-offload keeps on the CPU per process: the 16-bit
+    partitions of every weight (offload_param, pinned), the fp32 master partition and
+    AdamW's two fp32 states (DeepSpeedCPUAdam; not pinned), the 16-bit gradient partition
+    (DeepSpeed's grad_accum_dtype is the model's) and the fp32 gradients the CPU optimizer
+    steps from (both pinned: offload_optimizer.pin_memory)."""
     n = job.world
     t16, opt, _ = _zero_common(job)
-    bucket = job.act_bytes * a.zero_bucket
-    host = (frozen_bytes(job, a) + t16) / n + opt + t16 / n
-    return Breakdown(strategy=Strategy.ZERO3_OFFLOAD, params=0.0, grads=0.0, optimizer=0.0,
-                     buffers=bucket + _gathered(job, a) + dequant_buffer(job), host=host,
-                     **_terms(job, Strategy.ZERO3_OFFLOAD, a))
+    weights16 = (frozen_bytes(job, a) + t16) / n
+    grads16, grads32 = t16 / n, FP32 * job.trainable / n
+    return weights16 + opt + grads16 + grads32, weights16 + grads16 + grads32
 
 
 def mp(job: Job, a: Assumptions) -> Breakdown:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from mgft.plan.host import HostBreakdown, host
 from mgft.plan.memory import ALL, GIB, Assumptions, Breakdown, Job, estimate
 from mgft.spec import Precision, Strategy, Tuning
 
@@ -33,18 +34,24 @@ class Budget:
     gpu_memory_gib: float = 80.0
     margin: float = 0.10  # kept free: fragmentation, estimate error, anything else
     overhead_gib: float = Assumptions().cuda_overhead_gib
+    host_memory_gib: float | None = None  # of each node; None: unknown, not checked
 
     @property
     def usable(self) -> float:
         """Bytes the allocator may hold at its peak."""
         return self.gpu_memory_gib * (1 - self.margin) * GIB - self.overhead_gib * GIB
 
+    def host_fits(self, need: float) -> bool:
+        return self.host_memory_gib is None or need <= self.host_memory_gib * GIB
+
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Row:
     breakdown: Breakdown
-    fits: bool
+    fits: bool  # on the GPU
     max_micro_batch: int  # 0: not even one sequence fits
+    host: HostBreakdown
+    host_fits: bool = True  # on the node's host memory (always, when that is unknown)
 
     @property
     def strategy(self) -> Strategy:
@@ -94,11 +101,12 @@ def make_plan(job: Job, budget: Budget, a: Assumptions | None = None,
               exclude: frozenset[Strategy] = frozenset()) -> Plan:
     a = a or Assumptions()
     rows = tuple(Row(breakdown=(b := estimate(job, s, a)), fits=b.peak <= budget.usable,
-                     max_micro_batch=max_micro_batch(job, s, budget, a))
+                     max_micro_batch=max_micro_batch(job, s, budget, a),
+                     host=(h := host(job, s, a)), host_fits=budget.host_fits(h.peak))
                  for s in candidates(job, exclude))
     by_strategy = {r.strategy: r for r in rows}
     ranked = [by_strategy[s] for s in PREFERENCE if s in by_strategy]
-    chosen = next((r for r in ranked if r.fits), None)
+    chosen = next((r for r in ranked if r.fits and r.host_fits), None)
     return Plan(job=job, budget=budget, rows=rows, choice=chosen.strategy if chosen else None,
                 reason=_reason(job, budget, ranked, chosen))
 
@@ -109,6 +117,12 @@ def _gib(n: float) -> str:
 
 def _reason(job: Job, budget: Budget, ranked: list[Row], chosen: Row | None) -> str:
     usable = _gib(budget.usable)
+    if chosen is None and any(r.fits for r in ranked):
+        least_host = min((r for r in ranked if r.fits), key=lambda r: r.host.peak)
+        return (f"nothing that fits {usable} per GPU fits {budget.host_memory_gib:g} GiB of host "
+                f"memory per node: the smallest, {least_host.strategy.value}, needs "
+                f"{_gib(least_host.host.peak)}; use fewer processes per node, another "
+                "strategy, or --activation-checkpointing")
     if chosen is None:
         least = min(ranked, key=lambda r: r.breakdown.peak)
         kahan = ", --precision bf16-kahan (12 bytes per parameter instead of 16)" if (
@@ -121,7 +135,13 @@ def _reason(job: Job, budget: Budget, ranked: list[Row], chosen: Row | None) -> 
     text = (f"{chosen.strategy.value} ({WHY[chosen.strategy]}) peaks at "
             f"{_gib(chosen.breakdown.peak)} of {usable} usable per GPU at micro-batch "
             f"{job.micro_batch}; micro-batches up to {chosen.max_micro_batch} fit")
-    if skipped:
+    too_big = [r for r in skipped if not r.fits]
+    if too_big:
         text += "; preferred but too big: " + ", ".join(
-            f"{r.strategy.value} ({_gib(r.breakdown.peak)})" for r in skipped)
+            f"{r.strategy.value} ({_gib(r.breakdown.peak)})" for r in too_big)
+    host_bound = [r for r in skipped if r.fits]  # fits the GPU, not the host
+    if host_bound:
+        text += (f"; preferred but over the {budget.host_memory_gib:g} GiB of host memory: "
+                 + ", ".join(f"{r.strategy.value} ({_gib(r.host.peak)} per node)"
+                             for r in host_bound))
     return text

@@ -45,6 +45,12 @@ def plan_options(field_help: ParamHelp) -> Callable[[Callable[..., Any]], Callab
     def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
         func = click.option("--json", "as_json", is_flag=True,
                             help="Print JSON instead of a table.")(func)
+        func = click.option("--save-merged", is_flag=True, default=False,
+                            help="Size the final save with --save-merged.  [default: off]")(func)
+        func = click.option("--host-memory", type=click.FloatRange(min=0, min_open=True),
+                            default=None, metavar="GIB", help="Host memory of each node in "
+                            "GiB; strategies that need more are not recommended.  [default: "
+                            "this machine's]")(func)
         func = click.option("--activation-checkpointing/--no-activation-checkpointing",
                             default=False, help="Recompute each layer in the backward pass "
                             "instead of keeping its activations.  [default: off]")(func)
@@ -110,7 +116,18 @@ def job_from_options(options: dict[str, Any]):
               lora_r=v["--lora-r"], lora_dropout=v["--lora-dropout"], gpus_per_node=v["--gpus"],
               nodes=v["--nodes"], kernels=v["--kernels"], packing=options["packing"],
               precision=v["--precision"])
-    return job, Budget(gpu_memory_gib=v["--gpu-memory"], margin=v["--margin"])
+    job = dataclasses.replace(job, save_merged=options["save_merged"])
+    return job, Budget(gpu_memory_gib=v["--gpu-memory"], margin=v["--margin"],
+                       host_memory_gib=_host_memory_gib(options["host_memory"]))
+
+
+def _host_memory_gib(given: float | None) -> float | None:
+    from mgft import host_memory
+
+    if given is not None:
+        return given
+    total = host_memory.total_bytes()
+    return None if total is None else round(total / GIB, 2)
 
 
 def run_plan(as_json: bool, **options: Any) -> None:
@@ -177,18 +194,28 @@ def to_json(plan) -> dict[str, Any]:
                 "gpus_per_node": job.gpus_per_node, "nodes": job.nodes},
         "budget": {"gpu_memory_gib": plan.budget.gpu_memory_gib, "margin": plan.budget.margin,
                    "overhead_gib": plan.budget.overhead_gib,
-                   "usable_gib": _gib(plan.budget.usable)},
+                   "usable_gib": _gib(plan.budget.usable),
+                   "host_memory_gib": plan.budget.host_memory_gib},
         "strategies": [{
             "strategy": r.strategy.value,
             **{f"{name}_gib": _gib(value) for name, value in r.breakdown.terms().items()},
             "peak_gib": _gib(r.breakdown.peak), "peak_at": r.breakdown.peak_moment,
-            "host_gib": _gib(r.breakdown.host), "fits": r.fits,
+            "fits": r.fits, **_host_json(r),
             "max_micro_batch": r.max_micro_batch,
             "bytes_per_param": _bytes(job, r.strategy)} for r in plan.rows],
         "recommended": plan.choice.value if plan.choice else None,
         "reason": plan.reason,
         "precisions": by_precision(plan),
     }
+
+
+def _host_json(r) -> dict[str, Any]:
+    """Host memory of the busiest node (rank 0's): its peak, and each term (per process, but
+    gather and merged: rank 0's alone)."""
+    h = r.host
+    return {"host_gib": _gib(h.peak), "host_peak_at": h.peak_moment, "host_fits": r.host_fits,
+            "processes_per_node": h.processes,
+            "host_terms_gib": {name: _gib(value) for name, value in h.terms().items()}}
 
 
 def print_table(plan) -> None:
@@ -200,7 +227,7 @@ def print_table(plan) -> None:
                         f"{job.nodes} x {job.gpus_per_node} GPUs of "
                         f"{plan.budget.gpu_memory_gib:g} GiB", title_justify="left")
     for name in ("strategy", "params", "grads", "optimizer", "activations", "loss", "buffers",
-                 "eval", "peak", "at", "fits", "max micro-batch"):
+                 "eval", "peak", "at", "fits", "max micro-batch", "host"):
         table.add_column(name, justify="left" if name in ("strategy", "at") else "right",
                          no_wrap=name == "strategy")
     for r in plan.rows:
@@ -210,10 +237,11 @@ def print_table(plan) -> None:
             b.params, b.grads, b.optimizer, b.activations + b.recompute, b.loss,
             b.buffers + b.backward_buffers + b.step_extra, b.eval, b.peak)),
             b.peak_moment, "yes" if r.fits else "no", str(r.max_micro_batch),
+            f"{r.host.peak / GIB:.1f}" + ("" if r.host_fits else "!"),
             style="bold" if mark else None)
     console = Console(highlight=False, soft_wrap=True)  # sentences wrap where the terminal does
     if not console.is_terminal:
-        console.width = 110  # pipes and files get the whole table, not an 80-column squeeze
+        console.width = 120  # pipes and files get the whole table, not an 80-column squeeze
     console.print(table, soft_wrap=False)
     share = 100 * job.trainable / arch.params
     console.print(f"model: {_count(arch.params)} parameters, {_count(job.trainable)} "
@@ -227,14 +255,26 @@ def print_table(plan) -> None:
     b = plan.budget
     console.print(f"usable per GPU: {b.gpu_memory_gib:g} GiB - {b.margin:.0%} margin - "
                   f"{b.overhead_gib:g} GiB CUDA context and NCCL = {b.usable / GIB:.1f} GiB")
-    offload = next((r for r in plan.rows if r.breakdown.host), None)
-    if offload is not None:
-        console.print(f"{offload.strategy.value} also holds {offload.breakdown.host / GIB:.1f} "
-                      "GiB of CPU memory per GPU")
+    console.print(host_line(plan))
     verdict = f"recommended: {plan.reason}" if plan.choice else plan.reason
     console.print(verdict)
     console.print(precision_table(plan), soft_wrap=False)
     console.print("how each number is derived: docs/plan.md")
+
+
+def host_line(plan) -> str:
+    """What the host/node column adds up, and what it is compared with."""
+    h = plan.rows[0].host
+    text = (f"host: the busiest node's CPU memory (GiB): {h.runtime / GIB:.1f} per process "
+            f"(torch, CUDA, libraries) + the final save's gather on rank 0 "
+            f"({h.gather / GIB:.1f} for ddp)")
+    offload = next((r for r in plan.rows if r.host.offload), None)
+    if offload is not None:
+        text += (f" + {offload.strategy.value}'s {offload.host.offload / GIB:.1f} per process "
+                 f"({offload.host.pinned / GIB:.1f} of it pinned)")
+    budget = plan.budget.host_memory_gib
+    return text + (f"; !: more than the {budget:g} GiB of host memory" if budget is not None else
+                   "; host memory unknown (--host-memory), not compared")
 
 
 def precision_table(plan) -> Any:
