@@ -66,7 +66,8 @@ def status(name: str, backend: str | None, namespace: str, k8s_api: str | None,
 @click.command()
 @click.argument("name")
 @_where
-@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends.")
+@click.option("--follow", "-f", is_flag=True, help="Keep printing until the job ends (k8s: "
+              "first wait for the pod to start).")
 @click.option("--rank", type=click.IntRange(min=0), default=None, metavar="N",
               help="Slurm: only this global rank's lines. k8s: the pod of this node rank "
               "(default: the master, 0).")
@@ -82,7 +83,9 @@ def logs(name: str, backend: str | None, namespace: str, k8s_api: str | None, fo
 @_where
 @one_line_errors
 def cancel(name: str, backend: str | None, namespace: str, k8s_api: str | None) -> None:
-    """Stop a job and wait until it has (k8s: delete its pods; outputs on a claim are kept)."""
+    """Stop a job and wait until it has, at most 90 s (Slurm: scancel, then until Slurm says
+    it ended; k8s: delete the job, then until its pods are gone; claims with outputs are kept).
+    """
     _run("cancel", backend, _query(name, namespace, k8s_api))
 
 

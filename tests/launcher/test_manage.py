@@ -69,3 +69,16 @@ def test_job_commands_load_nothing_heavy() -> None:
             "if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stdout.strip() == "[]", result.stderr
+
+
+def test_cancel_help_says_how_long_every_backend_waits() -> None:
+    """`mgft cancel` waits until the job has stopped, and no longer than the help says: Slurm
+    until it is no longer active, k8s until its pods are gone (it used to return at once)."""
+    from click.testing import CliRunner
+    from mgft.backends import k8s_manage, slurm
+    from mgft.cli import main
+
+    text = " ".join(CliRunner().invoke(main, ["cancel", "--help"]).stdout.split())
+    assert slurm.CANCEL_WAIT_S == k8s_manage.CANCEL_WAIT_S
+    assert f"wait until it has, at most {k8s_manage.CANCEL_WAIT_S} s" in text
+    assert "k8s: delete the job, then until its pods are gone" in text

@@ -58,20 +58,9 @@ class Cluster:
     """The API clients for one kubeconfig context (or the pod's service account)."""
 
     def __init__(self) -> None:
-        from kubernetes import client, config
+        from kubernetes import client
 
-        try:
-            # KUBECONFIG read now, not when kubernetes was imported; a list of files works.
-            self.client = config.new_client_from_config(os.environ.get("KUBECONFIG") or None)
-        except (config.ConfigException, OSError) as kube_err:
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                raise SubmitError(
-                    f"no Kubernetes credentials ({str(kube_err).rstrip('.')}); point KUBECONFIG "
-                    "at a kubeconfig "
-                    "(or use ~/.kube/config), or run inside a cluster") from None
-            self.client = client.ApiClient()
+        self.client = _api_client()
         self.core = client.CoreV1Api(self.client)
         self.custom = client.CustomObjectsApi(self.client)
 
@@ -94,6 +83,54 @@ class Cluster:
                 f"{doing}: cannot reach the Kubernetes API server at {self.host} "
                 f"({_root_cause(err)}); check the kubeconfig's current context "
                 "(kubectl config current-context) and that the cluster is up") from None
+
+
+_NO_CREDENTIALS = ("point KUBECONFIG at a kubeconfig (or unset it to use ~/.kube/config), or "
+                   "run inside a cluster")
+
+
+def _api_client() -> Any:
+    """A client from $KUBECONFIG (a list of files works) or ~/.kube/config, read now rather
+    than when kubernetes was imported; else the pod's service account. A kubeconfig that is
+    there but is not one is an error, as with kubectl: it never falls through to the pod."""
+    from kubernetes import client, config
+
+    env = os.environ.get("KUBECONFIG")
+    paths = [p for p in (env or "").split(os.pathsep) if p] or [
+        os.path.expanduser("~/.kube/config")]
+    where = f"KUBECONFIG={env}" if env else f"{paths[0]} (KUBECONFIG is not set)"
+    present = [p for p in paths if os.path.exists(p)]
+    problem = "no such file" if len(paths) == 1 else "none of these files exists"
+    if present:
+        try:
+            return config.new_client_from_config(os.pathsep.join(present))
+        except config.ConfigException as err:  # empty, or no current context: as if absent
+            problem = _first_line(err)
+        except Exception as err:  # on garbage the client raises TypeError, YAMLError, ...
+            raise SubmitError(f"no Kubernetes credentials: {where} is not a kubeconfig "
+                              f"({_not_kubeconfig(err)}); {_NO_CREDENTIALS}") from None
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        raise SubmitError(f"no Kubernetes credentials: {where}: {problem}, and this is not a "
+                          f"pod in a cluster; {_NO_CREDENTIALS}") from None
+    return client.ApiClient()
+
+
+def _first_line(err: BaseException) -> str:
+    return (str(err).strip().splitlines() or [type(err).__name__])[0].rstrip(".")
+
+
+def _not_kubeconfig(err: BaseException) -> str:
+    import yaml
+
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        return f"not YAML: {err.problem} at line {err.problem_mark.line + 1}"
+    if isinstance(err, UnicodeDecodeError):
+        return "not UTF-8 text"
+    if isinstance(err, OSError):
+        return (err.strerror or _first_line(err)).lower()
+    return "expected a mapping with clusters, users, contexts and current-context"
 
 
 class ApiFailure(SubmitError):
