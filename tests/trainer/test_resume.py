@@ -76,3 +76,31 @@ def test_killed_rank_is_restarted_by_torchrun_and_finishes_like_an_uninterrupted
     assert m["losses"] == reference["losses"]
     # Eval points up to the checkpoint come from it; the later ones, from the restarted run.
     assert m["eval"]["points"] == reference["eval"]["points"]
+
+
+def test_a_damaged_latest_checkpoint_is_skipped_for_the_one_before(
+        tiny, trainer_job, cpu_job_env, fresh_output):
+    """The reference run's last two checkpoints (steps 20 and 30), the newest with an empty
+    trainer_state.json: the rerun says so in one line, resumes from step 20, and ends where
+    the reference ends."""
+    import shutil
+
+    argv = flags("ddp")
+    reference = trainer_job(*argv)
+    shutil.copytree(reference.out / "checkpoints", fresh_output / "checkpoints")
+    damaged = fresh_output / "checkpoints" / f"step-{STEPS:08d}"
+    (damaged / "trainer_state.json").write_text("")
+    previous = fresh_output / "checkpoints" / f"step-{STEPS - 10:08d}"
+
+    job = jobs.run(jobs.torchrun() + jobs.trainer_argv(tiny, fresh_output, *argv),
+                   cpu_job_env, fresh_output).check()
+
+    lines = [line for line in job.output.splitlines() if "skipping damaged" in line]
+    assert len(lines) == 1, job.output[-3000:]
+    assert lines[0].startswith(f"mgft-train: skipping damaged checkpoint {damaged}: "
+                               "trainer_state.json holds 0 bytes where ")
+    assert lines[0].endswith(f"; falling back to {previous}")
+    m = job.metrics
+    assert m["resumed_from_step"] == STEPS - 10
+    assert m["skipped_checkpoints"] == [lines[0].split("checkpoint ", 1)[1].split("; falling")[0]]
+    assert m["losses"] == reference.metrics["losses"]

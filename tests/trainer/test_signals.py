@@ -55,3 +55,12 @@ def test_ctrl_c_ends_a_rank_at_once_without_a_traceback():
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == -signal.SIGINT
     assert err == ""
+
+
+def test_a_signal_received_twice_is_named_once(restore_handlers):
+    """torchrun (or Slurm, then torchrun) passes SIGTERM on to a rank that already got it:
+    the trainer's line said "stopped by SIGTERM/SIGTERM"."""
+    signals.install()
+    for sig in (signal.SIGTERM, signal.SIGUSR2, signal.SIGTERM):
+        os.kill(os.getpid(), sig)
+    assert signals.received() == ["SIGTERM", "SIGUSR2"]

@@ -1,9 +1,17 @@
 """Checkpoints under <output>/checkpoints/step-NNNNNNNN/, written atomically, last K kept.
 
 A checkpoint is written into `.step-NNNNNNNN.partial/` by every rank (the engine's model and
-optimizer state, each rank's RNG), then rank 0 adds `trainer_state.json` and renames the
-directory: a rename is atomic, so a kill at any moment leaves either the complete new
-checkpoint or none, and the previous one untouched. Only then are older ones deleted.
+optimizer state, each rank's RNG), then rank 0 adds `trainer_state.json`, and last
+`manifest.json` (every file's size), and renames the directory: a rename is atomic, so a kill
+at any moment leaves either the complete new checkpoint or none, and the previous one
+untouched. Only then are older ones deleted.
+
+A checkpoint is complete when its manifest's files are all there at their sizes and its
+trainer_state.json reads (`problem`, a few stat calls, no torch). A damaged one (a file
+truncated or emptied after the fact: a copy cut short, a disk error) is skipped for the
+previous complete one, and named; if none is complete the run is refused with the fix.
+A write that fails (a full disk, a read-only --output) is reported in one line naming the
+path and the free space; the partial directory is removed and the previous checkpoint kept.
 
 A job started with an --output that holds checkpoints but no final metrics.json resumes from
 the latest: model, optimizer, scheduler, RNG and data position, so its losses equal an
@@ -13,6 +21,7 @@ uninterrupted run's. The output directory must be shared by all nodes.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import random
@@ -28,6 +37,7 @@ from mgft_train.errors import UsageError
 
 DIRNAME = "checkpoints"
 STATE_FILE = "trainer_state.json"
+MANIFEST = "manifest.json"  # written last: {"files": {relative path: bytes}}
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 # Fields that may differ between a run and its resumption: where and how often it saves, and
 # how often it evaluates (on the same eval set).
@@ -58,19 +68,64 @@ def step_dir(output: str | Path, step: int) -> Path:
     return root(output) / f"step-{step:08d}"
 
 
-def complete(output: str | Path) -> list[Path]:
-    """Complete checkpoints, oldest first."""
+def _step_dirs(output: str | Path) -> list[Path]:
+    """Every renamed checkpoint directory, complete or not, oldest first."""
     base = root(output)
     if not base.is_dir():
         return []
-    found = [p for p in base.iterdir()
-             if _STEP_DIR.match(p.name) and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: p.name)
+    return sorted((p for p in base.iterdir() if _STEP_DIR.match(p.name)), key=lambda p: p.name)
+
+
+def complete(output: str | Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    return [p for p in _step_dirs(output) if problem(p) is None]
 
 
 def latest(output: str | Path) -> Path | None:
     found = complete(output)
     return found[-1] if found else None
+
+
+def problem(directory: Path) -> str | None:
+    """Why `directory` cannot be resumed from, or None: cheap, before any rank loads it."""
+    try:
+        files = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))["files"]
+    except FileNotFoundError:
+        files = {}  # written before manifests: only its trainer_state.json can be checked
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        return f"{MANIFEST} unreadable ({err})"
+    for name, size in files.items():
+        try:
+            actual = (directory / name).stat().st_size
+        except OSError:
+            return f"{name} is missing"
+        if actual != size:
+            return f"{name} holds {actual} bytes where {size} were written"
+    try:
+        record = json.loads((directory / STATE_FILE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no {STATE_FILE}"
+    except (OSError, ValueError) as err:
+        return f"{STATE_FILE} unreadable ({err})"
+    return None if isinstance(record, dict) else f"{STATE_FILE} holds no record"
+
+
+def skipped(output: str | Path) -> list[str]:
+    """"step-N: why" for each damaged checkpoint newer than the one a resume starts from."""
+    start = latest(output)
+    return [f"{p}: {why}" for p in _step_dirs(output)
+            if (start is None or p.name > start.name) and (why := problem(p)) is not None]
+
+
+def resume_point(output: str | Path) -> Path | None:
+    """The latest complete checkpoint; refuses an --output whose checkpoints are all damaged."""
+    found = latest(output)
+    if found is None and (dirs := _step_dirs(output)):
+        raise UsageError("--output", output,
+                         f"no checkpoint in {root(output)} is complete "
+                         f"({dirs[-1].name}: {problem(dirs[-1])})",
+                         f"delete {root(output)} to start over, or pick a new --output")
+    return found
 
 
 def read_state(directory: Path) -> TrainState:
@@ -106,41 +161,145 @@ def write(engine: Any, state: TrainState, output: str | Path, ctx: Any, keep: in
     from mgft_train import distributed
 
     final = step_dir(output, state.step)
-    if final.exists():  # the end-of-run save right after a periodic one: already complete
-        return final
+    if final.exists() and problem(final) is None:
+        return final  # the end-of-run save right after a periodic one: already complete
     partial = final.with_name(f".{final.name}.partial")
     if ctx.is_main:
+        shutil.rmtree(final, ignore_errors=True)  # a damaged one, skipped on resume
         shutil.rmtree(partial, ignore_errors=True)  # left by a kill mid-write: never complete
-        partial.mkdir(parents=True)
-    distributed.barrier(ctx)
+    error = _attempt(lambda: partial.mkdir(parents=True) if ctx.is_main else None)
+    _agree(error, partial, output, ctx)
     # On a node that does not share rank 0's filesystem (a pod without a shared claim) the
     # directory is not there yet; its files then stay local and only rank 0's node can resume.
-    partial.mkdir(parents=True, exist_ok=True)
-    engine.save_state(partial)
-    save_rng(partial, ctx.rank)
-    distributed.barrier(ctx)  # every rank's files are in place before the rename
+    error = _attempt(lambda: (partial.mkdir(parents=True, exist_ok=True),
+                              engine.save_state(partial), save_rng(partial, ctx.rank)))
+    _agree(error, partial, output, ctx)  # every rank's files are in place before the rename
+    error = _attempt(lambda: _seal(partial, final, state) if ctx.is_main else None)
+    _agree(error, partial, output, ctx)
     if ctx.is_main:
-        tmp = partial / f".{STATE_FILE}.tmp"
-        tmp.write_text(json.dumps(dataclasses.asdict(state)) + "\n", encoding="utf-8")
-        os.replace(tmp, partial / STATE_FILE)
-        os.rename(partial, final)
         prune(output, keep)
     distributed.barrier(ctx)
     return final
 
 
+def _seal(partial: Path, final: Path, state: TrainState) -> None:
+    """trainer_state.json, then the manifest of every file, then the atomic rename."""
+    _write_json(partial / STATE_FILE, dataclasses.asdict(state))
+    files = {str(p.relative_to(partial)): p.stat().st_size
+             for p in sorted(partial.rglob("*")) if p.is_file()}
+    _write_json(partial / MANIFEST, {"files": files})
+    os.rename(partial, final)
+
+
+def _write_json(path: Path, record: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _attempt(write: Any) -> BaseException | None:
+    try:
+        write()
+    except (OSError, RuntimeError) as err:  # torch's C++ writer raises RuntimeError
+        return err
+    return None
+
+
+def _agree(error: BaseException | None, partial: Path, output: str | Path, ctx: Any) -> None:
+    """Collective, in place of a barrier: if any rank failed to write, every rank raises,
+    so none waits for the others in a later collective."""
+    from mgft_train import distributed
+
+    # Asked before any rank removes the partial directory, whose bytes fill the disk.
+    space = error is not None and _out_of_space(error, partial)
+    if distributed.all_reduce([float(error is not None)], ctx)[0] == 0:
+        return
+    if ctx.is_main:
+        shutil.rmtree(partial, ignore_errors=True)  # frees the space the failed write took
+    raise _write_failure(error, space, partial, output)
+
+
+def _out_of_space(error: BaseException, partial: Path) -> bool:
+    """torch's C++ writer reports a full disk as `unexpected pos` or `iostream error`, without
+    errno: a small write of our own, before the partial directory is removed, asks the
+    filesystem itself."""
+    if isinstance(error, OSError):
+        return error.errno in (errno.ENOSPC, errno.EDQUOT)
+    probe = partial / ".space-probe"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, bytes(1 << 16))
+        finally:
+            os.close(fd)
+    except OSError as err:
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    finally:
+        probe.unlink(missing_ok=True)
+    return False
+
+
+def _write_failure(error: BaseException | None, space: bool, partial: Path,
+                   output: str | Path) -> Exception:
+    final = partial.name.removeprefix(".").removesuffix(".partial")
+    kept = latest(output)
+    keeps = (f"the previous checkpoint {kept.name} is kept" if kept is not None
+             else "there is no earlier checkpoint")
+    if error is None:
+        return UsageError("--output", output, f"another rank could not write checkpoint {final}",
+                          f"see that rank's line; {keeps}")
+    if space:
+        return UsageError("--output", output,
+                          f"no space left on device writing checkpoint {root(output) / final} "
+                          f"({_free(output)} free there; {keeps})",
+                          "free some space (or lower --keep-checkpoints) and rerun the same "
+                          "command to resume")
+    if isinstance(error, OSError):
+        return UsageError("--output", output,
+                          f"cannot write checkpoint {root(output) / final}: "
+                          f"{error.strerror or error} ({keeps})",
+                          "make it writable by this user on every node, or pick another --output")
+    return error  # not a filesystem problem: the traceback is the report
+
+
+def _free(output: str | Path) -> str:
+    try:
+        free = shutil.disk_usage(root(output)).free
+    except OSError:
+        return "unknown"
+    return f"{free / 2**20:.1f} MiB"
+
+
 def prune(output: str | Path, keep: int) -> None:
-    """Delete all but the newest `keep` complete checkpoints, and stale partial writes."""
-    for old in complete(output)[:-keep]:
-        shutil.rmtree(old)
+    """Delete all but the newest `keep` complete checkpoints (and any damaged ones older than
+    those), and stale partial writes."""
+    kept = complete(output)[-keep:]
+    for old in _step_dirs(output):
+        if kept and old.name < kept[0].name:
+            shutil.rmtree(old)
+    clean_partials(output)
+
+
+def clean_partials(output: str | Path) -> None:
+    """Partial writes left by a kill or a failed write: never complete. Rank 0, when no
+    checkpoint is being written (at start, after a write)."""
     for stale in root(output).glob(".step-*.partial"):
         shutil.rmtree(stale, ignore_errors=True)
 
 
 def load(engine: Any, directory: Path, ctx: Any) -> TrainState:
-    """Collective: restores the engine's state and this rank's RNG from `directory`."""
-    engine.load_state(directory)
-    load_rng(directory, ctx.rank)
+    """Collective: restores the engine's state and this rank's RNG from `directory`.
+
+    Every rank reads the same files, so a damaged one that `problem` could not see (the
+    right size, wrong bytes) stops every rank with the same line naming it."""
+    try:
+        engine.load_state(directory)
+        load_rng(directory, ctx.rank)
+    except Exception as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UsageError("--output", directory.parent.parent,
+                         f"checkpoint {directory.name} cannot be loaded ({first})",
+                         f"delete {directory} to resume from the checkpoint before it") from err
     return read_state(directory)
 
 

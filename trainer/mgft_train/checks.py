@@ -114,7 +114,7 @@ def check_output_dir(output: str) -> Path | None:
         raise UsageError("--output", output,
                          f"already holds a finished run's results ({FINISHED})",
                          "pick a new --output, or move the old results away")
-    resume = checkpoint.latest(path)
+    resume = checkpoint.resume_point(path)  # refuses one whose checkpoints are all damaged
     if resume is not None:
         return resume
     for name in RESULT_NAMES:

@@ -88,6 +88,8 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
     step_times: list[float] = []
     step_counts: list[int] = []
     first_step_at: float | None = None
+    if ctx.is_main and spec.save is Save.CHECKPOINTS:
+        checkpoint.clean_partials(spec.output)  # a kill or a full disk mid-write left it
     engine.train()
     with reporter(total, enabled=ctx.is_main, start=start) as report, \
             curves.tensorboard(spec.output, enabled=ctx.is_main, start=start) as board:

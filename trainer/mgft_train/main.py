@@ -102,6 +102,10 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
         print(data.summary(dataset, loader), flush=True)
     total = optim.total_steps(spec, len(loader))
     engine = parallel.apply(net, spec, ctx, total)
+    skipped = checkpoint.skipped(spec.output)  # damaged ones newer than resume_from
+    if skipped and ctx.is_main:
+        print(f"{PROG}: skipping damaged checkpoint {'; '.join(skipped)}; falling back to "
+              f"{resume_from}", flush=True)
     resume = checkpoint.load(engine, resume_from, ctx) if resume_from else None
     if resume and ctx.is_main:
         print(f"{PROG}: resuming from {resume_from} (step {resume.step} of {total})", flush=True)
@@ -129,6 +133,7 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
                                  reload_check_loss=reload_check_loss, eval_set=dataset.eval,
                                  saved=saved, restart_count=env.restart_count,
                                  precision=precision.describe(spec, engine))
+        report["skipped_checkpoints"] = skipped
         curves.plot_loss(result.losses, spec.output, f"{report['strategy']} {spec.tuning.value}",
                          result.evals)
         metrics.write(report, spec.output)  # last: its presence marks the run finished

@@ -39,7 +39,9 @@ def requested() -> bool:
 
 
 def received() -> list[str]:
-    return [signal.Signals(s).name for s in _received]
+    """Each signal once, in the order first received: under torchrun or Slurm a rank often
+    gets the same one twice (from the scheduler, then from torchrun passing it on)."""
+    return [signal.Signals(s).name for s in dict.fromkeys(_received)]
 
 
 def ignore() -> None:

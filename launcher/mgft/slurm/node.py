@@ -198,9 +198,17 @@ def scontrol_requeue(job_id: str) -> None:
 def settle(outcome: Outcome, slurm: SlurmEnv, requeue: Callable[[str], None]) -> int:
     """This node task's exit code, after requeueing the job if it stopped at a checkpoint."""
     if outcome.terminated:
-        # torchrun stops its workers with TERM itself and then reports no worker codes.
-        log("Slurm is ending this job (SIGTERM); the trainer saves a checkpoint on SIGTERM, so "
-            "a requeued or resubmitted job resumes from it")
+        # torchrun stops its workers with TERM itself and then reports no worker codes. A
+        # worker that failed first (a peer lost) was past checkpointing: it is named.
+        if outcome.trainer_code not in (None, PREEMPTED):
+            where = f" on rank {outcome.failed_rank}" if outcome.failed_rank is not None else ""
+            log(f"Slurm is ending this job (SIGTERM) after the trainer exited with code "
+                f"{outcome.trainer_code}{where}; no checkpoint was saved on the way out, so a "
+                "requeued or resubmitted job resumes from the latest one written before")
+        else:
+            log("Slurm is ending this job (SIGTERM); the trainer checkpoints on SIGTERM if all "
+                "its ranks can still finish the step, and a requeued or resubmitted job "
+                "resumes from the latest complete checkpoint")
         return outcome.exit_code
     if not outcome.preempted:
         if outcome.exit_code != OK:

@@ -97,6 +97,17 @@ def test_term_is_torchruns_to_pass_on_and_never_requeues(tmp_path: Path) -> None
     assert code != 0 and requeued == [], "Slurm requeues or cancels a TERMed job itself"
 
 
+def test_term_after_a_lost_rank_does_not_claim_a_checkpoint(capsys) -> None:
+    """A rank on another node died; this node's workers failed in their next collective,
+    and then Slurm ended the step with TERM: no trainer could save a checkpoint."""
+    outcome = node.Outcome(torchrun_code=1, trainer_code=1, failed_rank=2,
+                           signals=frozenset({signal.SIGTERM}), ranks=(2, 3))
+    assert node.settle(outcome, SlurmEnv(job_id="5", nodelist="n[1-2]"), lambda _: None) == 1
+    err = capsys.readouterr().err
+    assert "saves a checkpoint" not in err
+    assert "after the trainer exited with code 1 on rank 2; no checkpoint was saved" in err
+
+
 def test_a_failing_worker_gives_its_own_exit_code(tmp_path: Path) -> None:
     outcome = node.run(torchrun(tmp_path, "3"), os.environ | NodeEnv(is_host=True).to_env(),
                        nproc=2)
