@@ -114,9 +114,10 @@ def spec_from_options(config_file: Path | None, overrides: tuple[str, ...],
 
 
 def _warn(spec: JobSpec) -> None:
+    from mgft import validate
     from mgft.nccl import warnings
 
-    for text in warnings(spec):
+    for text in validate.warnings(spec) + warnings(spec):
         click.echo(f"mgft: warning: {text}", err=True)
 
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from mgft import validate
-from mgft.errors import SpecError
+from mgft.errors import NO_VALUE, SpecError
 from mgft.flags import display_name
 from mgft.names import derive_name
 from mgft.spec import (
@@ -48,9 +48,38 @@ def json_schema() -> dict[str, Any]:
     return schema
 
 
+class _Typed:
+    """A plain YAML scalar that YAML 1.1 read as a number, bool or date, with the text the
+    user typed: a string field gets the text (`time: 12:00:00` is not 43200, `account: 0123`
+    is not 83), any other field the value. `build_spec` unwraps it; pydantic never sees it."""
+
+    __slots__ = ("value", "text")
+
+    def __init__(self, value: Any, text: str) -> None:
+        self.value, self.text = value, text
+
+
+class _TextKeepingLoader(yaml.SafeLoader):
+    pass
+
+
+def _keep_text(tag: str) -> Callable[[yaml.SafeLoader, yaml.ScalarNode], _Typed]:
+    construct = yaml.SafeLoader.yaml_constructors[tag]
+    return lambda loader, node: _Typed(construct(loader, node), node.value)
+
+
+for _kind in ("bool", "int", "float", "timestamp"):
+    _TextKeepingLoader.add_constructor(f"tag:yaml.org,2002:{_kind}",
+                                       _keep_text(f"tag:yaml.org,2002:{_kind}"))
+
+
+def _load(text: str) -> Any:
+    return yaml.load(text, Loader=_TextKeepingLoader)  # noqa: S506 - a SafeLoader
+
+
 def load_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = _load(path.read_text(encoding="utf-8")) or {}
     except OSError as err:
         raise SpecError("--config", str(path), err.strerror or "cannot be read",
                         "pass an existing YAML file") from None
@@ -83,9 +112,10 @@ def parse_set(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
     if not sep or not key:
         raise SpecError("--set", item, "is not KEY=VALUE", "write e.g. --set train.lr=1e-4")
-    # YAML typing, so `--set resources.gpus=4` is an int and `--set name=null` clears it.
+    # YAML typing, so `--set resources.gpus=4` is an int and `--set name=null` clears it;
+    # a string field still gets the text (`--set slurm.account=12345`).
     try:
-        return key.strip(), yaml.safe_load(text) if text else ""
+        return key.strip(), _load(text) if text else ""
     except yaml.YAMLError:
         return key.strip(), text
 
@@ -125,10 +155,7 @@ def merge(file_data: Mapping[str, Any], flags: Mapping[str, Any],
 def build_spec(raw: Mapping[str, Any], note: Callable[[str], None] | None = None) -> JobSpec:
     """The one place a JobSpec is created: types, defaults, derived fields, rules. `note`
     hears what was decided for the user (the strategy `auto` chose, and why)."""
-    try:
-        spec = _adapter().validate_python(dict(raw))
-    except ValidationError as err:
-        raise _spec_error(err) from None
+    spec = _validate(raw)
     if spec.train.strategy is Strategy.AUTO:
         from mgft.plan.auto import resolve_auto
 
@@ -138,6 +165,41 @@ def build_spec(raw: Mapping[str, Any], note: Callable[[str], None] | None = None
     spec = _fill_derived(spec)
     validate.check(spec)
     return spec
+
+
+def _validate(raw: Mapping[str, Any]) -> JobSpec:
+    texts: dict[tuple[Any, ...], str] = {}
+    plain = _unwrap(raw, (), texts)
+    while True:
+        try:
+            return _adapter().validate_python(plain)
+        except ValidationError as err:
+            # Where a string is wanted, a YAML-typed scalar is read again as the text typed.
+            retyped = [tuple(e["loc"]) for e in err.errors()
+                       if e["type"] == "string_type" and tuple(e["loc"]) in texts]
+            if not retyped:
+                raise _spec_error(err) from None
+            for loc in retyped:
+                node = plain
+                for part in loc[:-1]:
+                    node = node[part]
+                node[loc[-1]] = texts.pop(loc)
+
+
+def _unwrap(node: Any, loc: tuple[Any, ...], texts: dict[tuple[Any, ...], str]) -> Any:
+    """Plain values for pydantic, and the typed text of each YAML-typed scalar by location."""
+    if isinstance(node, _Typed):
+        texts[loc] = node.text
+        return node.value
+    if isinstance(node, Mapping):
+        out = {}
+        for key, value in node.items():
+            key = key.value if isinstance(key, _Typed) else key
+            out[key] = _unwrap(value, (*loc, key), texts)
+        return out
+    if isinstance(node, list | tuple):
+        return [_unwrap(value, (*loc, i), texts) for i, value in enumerate(node)]
+    return node
 
 
 def _fill_derived(spec: JobSpec) -> JobSpec:
@@ -179,7 +241,7 @@ def _spec_error(err: ValidationError) -> SpecError:
         fix = f"did you mean '{close[0]}'?" if close else "see `mgft config schema`"
         return SpecError(name, first["input"], "unknown option", fix)
     if kind in ("missing", "missing_keyword_argument"):
-        return SpecError(name, None, "is required", f"pass {name} (or set {path} in the YAML file)")
+        return _missing(err)
     fixes = {
         "greater_than_equal": f"use {ctx.get('ge')} or more",
         "greater_than": f"use a value above {ctx.get('gt')}",
@@ -191,9 +253,33 @@ def _spec_error(err: ValidationError) -> SpecError:
         "float_parsing": "use a number, e.g. 2e-4",
         "string_too_short": "give a non-empty value",
     }
-    problem = "not one of the choices" if kind == "enum" else first["msg"].lower()
+    # Only the first letter: the message may quote the accepted spellings ('Equal', 'Exists').
+    msg = first["msg"]
+    problem = "not one of the choices" if kind == "enum" else msg[:1].lower() + msg[1:]
     return SpecError(name, first.get("input"), problem,
                      fixes.get(kind, "see `mgft config schema` for the accepted values"))
+
+
+def _missing(err: ValidationError) -> SpecError:
+    """Every required option left out, by flag: a missing section stands for its fields."""
+    paths = []
+    for e in err.errors():
+        if e["type"] in ("missing", "missing_keyword_argument"):
+            path = ".".join(str(p) for p in e["loc"])
+            cls = _SECTIONS.get(path)
+            paths += [path] if cls is None else [
+                f"{path}.{f.name}" for f in dataclasses.fields(cls)
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    names = [display_name(p) for p in paths]
+    if len(names) == 1:
+        return SpecError(names[0], NO_VALUE, "is required",
+                         f"pass {names[0]} (or set {paths[0]} in the YAML file)")
+    return SpecError(_and(names), NO_VALUE, "are required",
+                     f"pass them (or set {_and(paths)} in the YAML file)")
+
+
+def _and(words: list[str]) -> str:
+    return ", ".join(words[:-1]) + " and " + words[-1]
 
 
 def _known_paths() -> list[str]:

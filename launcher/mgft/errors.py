@@ -18,12 +18,19 @@ def show(value: object) -> str:
     return repr(value)
 
 
+# The value of an option that was not given at all: `--model is required; ...`.
+NO_VALUE = object()
+
+
 class SpecError(ValueError):
     """Invalid job options. The CLI prints it as one line and exits with code 2."""
 
     def __init__(self, field: str, value: object, problem: str, fix: str) -> None:
         self.field, self.value, self.problem, self.fix = field, value, problem, fix
-        super().__init__(f"{field} {show(value)}: {problem}; {fix}")
+        if value is NO_VALUE:
+            super().__init__(f"{field} {problem}; {fix}")
+        else:
+            super().__init__(f"{field} {show(value)}: {problem}; {fix}")
 
 
 def fail(path: str, value: object, problem: str, fix: str) -> None:

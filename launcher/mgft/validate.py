@@ -6,6 +6,7 @@ Each rule raises `SpecError` naming the field as the user wrote it, the value, a
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from mgft.envcontract import RESERVED
@@ -49,6 +50,23 @@ def check(spec: JobSpec) -> None:
         _check_k8s(spec)
     elif spec.backend is Backend.SLURM:
         _check_slurm(spec)
+
+
+def warnings(spec: JobSpec) -> list[str]:
+    """Options of another backend, which this one ignores: a warning, not an error, since one
+    YAML file may serve several backends."""
+    from mgft.flags import display_name
+
+    paths = ["image"] if spec.backend is Backend.LOCAL and spec.image is not None else []
+    for section, owner in (("k8s", Backend.K8S), ("slurm", Backend.SLURM)):
+        if spec.backend is not owner:
+            given, default = getattr(spec, section), type(getattr(spec, section))()
+            paths += [f"{section}.{f.name}" for f in dataclasses.fields(given)
+                      if getattr(given, f.name) != getattr(default, f.name)]
+    if not paths:
+        return []
+    names = ", ".join(display_name(p) for p in paths)
+    return [f"--backend {spec.backend.value} ignores {names} (options of another backend)"]
 
 
 def _check_strings(spec: JobSpec) -> None:

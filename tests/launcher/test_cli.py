@@ -93,6 +93,8 @@ def test_config_file_and_set(tmp_path: Path) -> None:
     (["--backend", "local", "--gpus", "0", "--strategy", "mp"], "--strategy mp: needs GPUs"),
     (["--backend", "local", "--gpus", "0", "--dataset", "/no/such.jsonl"], "--dataset"),
     (["--env", "NOEQUALS"], "--env NOEQUALS: is not KEY=VALUE"),
+    (["--backend", "slurm", "--container", "apptainer", "--image", "mgft.sif"],
+     "--image mgft.sif: a relative image path"),
 ])
 @pytest.mark.parametrize("command", ["render", "submit"])
 def test_bad_input_is_one_line_and_exit_2(command: str, args: list[str], needle: str,
@@ -143,3 +145,31 @@ def test_cases_module_matches_cli_defaults() -> None:
     """The golden cases go through build_spec exactly like the CLI does."""
     spec = cases.k8s("pytorchjob")["zero2-2x4"]
     assert spec.k8s.namespace == "default" and spec.train.output == "output"
+
+
+def test_render_with_nothing_names_the_missing_flags() -> None:
+    result = subprocess.run([sys.executable, "-m", "mgft.cli", "render"], capture_output=True,
+                            text=True)
+    assert result.returncode == 2
+    assert result.stderr == ("mgft: error: --model and --dataset are required; pass them (or "
+                             "set train.model and train.dataset in the YAML file)\n")
+
+
+def test_string_options_take_what_was_typed_in_yaml_and_set(tmp_path: Path) -> None:
+    config = tmp_path / "job.yaml"
+    config.write_text("backend: slurm\nslurm:\n  time: 12:00:00\n  account: 0123\n")
+    result = invoke("render", "--config", str(config), "--model", "/m", "--dataset", "/d",
+                    "--set", "train.output=2024", "--set", "slurm.qos=12345")
+    assert result.exit_code == 0, result.output
+    for line in ("#SBATCH --time=12:00:00", "#SBATCH --account=0123", "#SBATCH --qos=12345",
+                 "--output=2024 "):
+        assert line in result.output
+
+
+def test_options_of_another_backend_warn_in_one_line() -> None:
+    result = subprocess.run([sys.executable, "-m", "mgft.cli", "render", "--backend", "slurm",
+                             "--model", "/m", "--dataset", "/d", "--namespace", "team"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stderr == ("mgft: warning: --backend slurm ignores --namespace (options of "
+                             "another backend)\n")

@@ -143,3 +143,42 @@ def test_env_items_and_flag_paths_serve_submit_and_generate() -> None:
     with pytest.raises(SpecError, match="--env NOEQUALS: is not KEY=VALUE"):
         build_generate_spec(config_file=None, overrides=(), env_items=("NOEQUALS",),
                             note=[].append, model="/m", prompts="/p.jsonl", output="/o")
+
+
+def test_yaml_scalars_for_string_fields_are_the_text_typed(tmp_path: Path) -> None:
+    # YAML 1.1 reads 12:00:00 as 43200 (base 60), 0123 as 83 (octal), 2024-01-02 as a date.
+    path = tmp_path / "job.yaml"
+    path.write_text("train: {model: /m, dataset: /d.jsonl, output: 2024-01-02, lr: 1.0e-4}\n"
+                    "backend: slurm\nslurm: {time: 12:00:00, account: 0123, qos: yes}\n"
+                    "env: {SEED: 7}\nresources: {gpus: 0x2}\n")
+    spec = build_spec(merge(load_yaml(path), {}, []))
+    assert (spec.slurm.time, spec.slurm.account, spec.slurm.qos) == ("12:00:00", "0123", "yes")
+    assert spec.train.output == "2024-01-02" and spec.env == {"SEED": "7"}
+    assert spec.train.lr == 1e-4 and spec.resources.gpus == 2  # other fields keep YAML's types
+
+
+@pytest.mark.parametrize("item,path,text", [("slurm.time=30", "slurm.time", "30"),
+                                            ("slurm.account=12345", "slurm.account", "12345"),
+                                            ("train.output=2024", "train.output", "2024"),
+                                            ("slurm.time=1:30:00", "slurm.time", "1:30:00")])
+def test_set_scalars_for_string_fields_are_the_text_typed(item: str, path: str,
+                                                          text: str) -> None:
+    spec = build_spec(merge(BASE | {"backend": "slurm"}, {}, [item]))
+    section, leaf = path.split(".")
+    assert getattr(getattr(spec, section), leaf) == text
+
+
+def test_accepted_values_keep_their_spelling() -> None:
+    raw = BASE | {"backend": "k8s", "image": "r/i", "k8s": {"tolerations": [{"operator": "Maybe"}]}}
+    with pytest.raises(SpecError) as err:
+        build_spec(raw)
+    assert "'Equal' or 'Exists'" in err.value.problem, err.value.problem
+    raw["k8s"] = {"tolerations": [{"operator": "Exists"}]}
+    assert build_spec(raw).k8s.tolerations[0].operator == "Exists"
+
+
+def test_missing_train_section_names_every_required_flag() -> None:
+    with pytest.raises(SpecError) as err:
+        build_spec({})
+    assert str(err.value) == ("--model and --dataset are required; pass them (or set "
+                              "train.model and train.dataset in the YAML file)")

@@ -89,3 +89,24 @@ def test_error_names_field_value_and_fix(flags: dict, field: str, value: Any, fi
 ])
 def test_valid_combinations_pass(flags: dict) -> None:
     build_spec(merge({}, BASE | flags, []))
+
+
+@pytest.mark.parametrize("flags,warning", [
+    ({"slurm.partition": "gpu", "k8s.namespace": "team", "image": "r/i"},
+     "--backend local ignores --image, --namespace, --partition (options of another backend)"),
+    ({"backend": "slurm", "k8s.namespace": "team"}, "--backend slurm ignores --namespace"),
+    ({"backend": "k8s", "image": "r/i", "slurm.time": "1:00:00"},
+     "--backend k8s ignores --time"),
+])
+def test_options_of_another_backend_are_one_warning(flags: dict, warning: str) -> None:
+    from mgft.validate import warnings
+
+    texts = warnings(build_spec(merge({}, BASE | flags, [])))
+    assert len(texts) == 1 and texts[0].startswith(warning), texts
+
+
+def test_options_of_this_backend_warn_nothing() -> None:
+    from mgft.validate import warnings
+
+    spec = build_spec(merge({}, BASE | {"backend": "slurm", "slurm.partition": "gpu"}, []))
+    assert warnings(spec) == []

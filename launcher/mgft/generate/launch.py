@@ -61,8 +61,8 @@ def generate_options(field_help: ParamHelp, choices: Mapping[str, type[Enum]]
             if flag == "--strategy":
                 metavar = "[ddp|mp]"
             name = flag[2:].replace("-", "_")
-            if flag == "--chat-template":
-                func = click.option("--chat-template/--no-chat-template", name, default=None,
+            if metavar == "BOOL":  # on/off flags, as for render and submit
+                func = click.option(f"{flag}/--no-{flag[2:]}", name, default=None,
                                     help=text)(func)
             else:
                 func = click.option(flag, name, default=None, metavar=metavar, help=text)(func)
@@ -82,11 +82,11 @@ def generate_options(field_help: ParamHelp, choices: Mapping[str, type[Enum]]
 
 def _renamed(err: SpecError) -> SpecError:
     """Errors from the shared spec name --dataset/--micro-batch; say --prompts/--batch-size."""
-    names = {"--dataset": "--prompts", "--micro-batch": "--batch-size"}
-    if err.field not in names:
-        return err
-    new = names[err.field]
-    return SpecError(new, err.value, err.problem, err.fix.replace(err.field, new))
+    field, fix = err.field, err.fix
+    for old, new in {"--dataset": "--prompts", "--micro-batch": "--batch-size"}.items():
+        if old in field.split():  # `--dataset`, or one of `--model and --dataset`
+            field, fix = field.replace(old, new), fix.replace(old, new)
+    return err if field == err.field else SpecError(field, err.value, err.problem, fix)
 
 
 def build_generate_spec(config_file: Path | None, overrides: tuple[str, ...],
@@ -131,6 +131,10 @@ def check_local_inputs(spec: JobSpec) -> None:
 def run_generate(dry_run: bool, **options: Any) -> int:
     notes: list[str] = []
     spec = build_generate_spec(note=notes.append, **options)
+    from mgft.validate import warnings
+
+    for text in warnings(spec):
+        click.echo(f"mgft: warning: {text}", err=True)
     for text in notes:
         click.echo(f"mgft: {text}", err=True)
     if dry_run:

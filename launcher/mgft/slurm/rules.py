@@ -112,6 +112,10 @@ def _check_container(spec: JobSpec) -> None:
     if s.container is SlurmContainer.APPTAINER and not _APPTAINER_IMAGE.match(spec.image):
         fail("image", spec.image, "not an apptainer image",
               "use a .sif path or a URI, e.g. /images/mgft.sif or docker://ghcr.io/acme/mgft:cuda")
+    if (s.container is SlurmContainer.APPTAINER and "://" not in spec.image
+            and not spec.image.startswith("/")):
+        fail("image", spec.image, "a relative image path resolves against each node's working "
+              "directory", "use an absolute .sif path or a URI, e.g. /images/mgft.sif")
     for key in ("model", "dataset", "eval_dataset", "output"):
         path = getattr(spec.train, key)
         if path is not None and not path.startswith("/"):
@@ -122,3 +126,7 @@ def _check_container(spec: JobSpec) -> None:
             fail("slurm.container_mounts", mount, "not a bind mount",
                   "write SRC or SRC:DST or SRC:DST:ro with no spaces or commas, e.g. "
                   "/scratch:/scratch")
+        if not all(path.startswith("/") for path in mount.split(":")[:2]):
+            fail("slurm.container_mounts", mount, "a relative path does not name the same "
+                  "directory on every node and in the container",
+                  "use absolute paths, e.g. /scratch:/scratch")

@@ -137,8 +137,40 @@ def test_bad_input_is_one_line_and_exit_2(args: list[str], needle: str, tmp_path
     assert not (tmp_path / "out").exists()
 
 
-def test_missing_prompts_names_the_generate_flag() -> None:
+@pytest.mark.parametrize("args,needle", [
+    (["--model", "/m"], "--prompts is required; pass --prompts"),
+    ([], "--model and --prompts are required; pass them"),
+])
+def test_missing_prompts_names_the_generate_flag(args: list[str], needle: str) -> None:
     proc = subprocess.run([sys.executable, "-m", "mgft.cli", "generate", "--backend", "slurm",
-                           "--model", "/m", "--dry-run"], capture_output=True, text=True)
+                           *args, "--dry-run"], capture_output=True, text=True)
     assert proc.returncode == 2
-    assert proc.stderr.startswith("mgft: error: --prompts None: is required; pass --prompts")
+    assert proc.stderr.startswith(f"mgft: error: {needle}"), proc.stderr
+
+
+def test_dist_and_gpu_switches_are_on_off_flags_as_for_render() -> None:
+    from click.testing import CliRunner
+    from mgft.cli import main
+
+    base = ["generate", "--backend", "slurm", "--model", "/m", "--prompts", "/p.jsonl",
+            "--output", "/o", "--dry-run"]
+    on = CliRunner().invoke(main, [*base, "--debug-dist", "--preflight"])
+    assert on.exit_code == 0, on.output
+    assert "NCCL_DEBUG=INFO" in on.output and "MGFT_PREFLIGHT=1" in on.output
+    off = CliRunner().invoke(main, [*base, "--no-debug-dist", "--no-preflight"])
+    assert off.exit_code == 0, off.output
+    assert "NCCL_DEBUG=INFO" not in off.output and "MGFT_PREFLIGHT" not in off.output
+    exclusive = CliRunner().invoke(main, [*base, "--exclusive"])  # a flag: no value after it
+    assert exclusive.exit_code == 2 and "--exclusive True: --backend slurm" in exclusive.output
+    assert CliRunner().invoke(main, [*base, "--no-exclusive"]).exit_code == 0
+
+
+def test_options_of_another_backend_are_one_warning(tmp_path: Path) -> None:
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+    (tmp_path / "p.jsonl").write_text('{"prompt": "hi"}\n')
+    proc = subprocess.run([sys.executable, "-m", "mgft.cli", "generate", "--model",
+                           str(tmp_path / "m"), "--prompts", str(tmp_path / "p.jsonl"),
+                           "--partition", "gpu", "--dry-run"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "mgft: warning: --backend local ignores --partition" in proc.stderr

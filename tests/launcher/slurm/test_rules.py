@@ -50,6 +50,20 @@ def test_containers_need_absolute_paths_and_clean_mounts() -> None:
     assert cases.spec(**base | {"slurm.container_mounts": ["/scratch:/scratch:ro"]})
 
 
+@pytest.mark.parametrize("flags,needle", [
+    ({"image": "images/mgft.sif"}, "--image images/mgft.sif: a relative image path"),
+    ({"slurm.container_mounts": ["scratch:/scratch"]}, "scratch:/scratch: a relative path"),
+    ({"slurm.container_mounts": ["/scratch:scratch:ro"]}, "/scratch:scratch:ro: a relative"),
+])
+def test_relative_image_and_mounts_are_refused(flags: dict, needle: str) -> None:
+    base = SLURM | {"image": "/images/mgft.sif", "slurm.container": "apptainer",
+                    "train.output": "/runs/a"}
+    with pytest.raises(SpecError, match=needle):
+        cases.spec(**base | flags)
+    assert cases.spec(**base | {"image": "docker://ghcr.io/acme/mgft:cuda",
+                                "slurm.container_mounts": ["/scratch", "/a:/b:ro"]})
+
+
 @pytest.mark.parametrize("limit,minutes", [
     ("30", 30), ("5:30", 6), ("04:00:00", 240), ("00:00:01", 1), ("1-00", 1440),
     ("2-03:04", 2 * 1440 + 184), ("1-00:00:30", 1441),
