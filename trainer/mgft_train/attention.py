@@ -21,6 +21,7 @@ transformers' masks, or dense math over those masks for a softcapping layer.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import os
 from collections.abc import Callable
@@ -106,24 +107,26 @@ def register() -> str:
     return VARLEN
 
 
-def varlen_available(device: torch.device) -> bool:
-    if device.type != "cuda":
-        return False
+@functools.cache
+def torch_kernels() -> frozenset[str]:
+    """The fused kernels this torch has, looked up once: `varlen` (flash varlen with a
+    window, torch 2.10+), `varlen_gqa` (it takes fewer k/v heads), `flex`."""
+    found = set()
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:
-        return False
-    return "window_size" in inspect.signature(varlen_attn).parameters
-
-
-def flex_available(device: torch.device) -> bool:
-    if device.type != "cuda":
-        return False
+        pass
+    else:
+        params = inspect.signature(varlen_attn).parameters
+        found |= {name for name, arg in (("varlen", "window_size"), ("varlen_gqa", "enable_gqa"))
+                  if arg in params}
     try:
         from torch.nn.attention.flex_attention import flex_attention  # noqa: F401
     except ImportError:
-        return False
-    return True
+        pass
+    else:
+        found.add("flex")
+    return frozenset(found)
 
 
 def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor,
@@ -149,10 +152,12 @@ def packed_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Te
         kernel, why = "per_sample", "attention dropout: the fused kernels have none"
     elif not q.is_cuda:
         kernel, why = "per_sample", "CPU"
-    elif features.softcap is None and varlen_available(q.device):
+    elif features.softcap is None and "varlen" in torch_kernels():
         kernel, why = "varlen", "flash varlen: causal, sliding window, GQA"
-    elif flex_available(q.device):
-        kernel, why = "flex", "logit softcapping: flash varlen cannot softcap"
+    elif "flex" in torch_kernels():
+        kernel, why = "flex", ("logit softcapping: flash varlen cannot softcap"
+                               if features.softcap is not None
+                               else "this torch's flash varlen has no sliding window")
     else:
         kernel, why = "per_sample", "no varlen or flex kernel in this torch"
     _used[kernel] = why
@@ -202,7 +207,7 @@ def _varlen(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens: torch
     cu = cu_seqlens.to(device=q.device, dtype=torch.int32)
     kwargs: dict[str, Any] = {}
     if k.shape[1] != q.shape[1]:  # grouped-query attention
-        if "enable_gqa" in inspect.signature(varlen_attn).parameters:
+        if "varlen_gqa" in torch_kernels():
             kwargs["enable_gqa"] = True
         else:  # torch 2.11
             k, v = (t.repeat_interleave(q.shape[1] // t.shape[1], dim=1) for t in (k, v))
