@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -42,19 +41,6 @@ WIDE = dict(hidden_size=256, intermediate_size=512, num_attention_heads=4,
             initializer_range=0.05)
 GPU_WINDOW, GPU_LENGTHS = 128, (90, 200, 333, 500, 777)
 TINY_LENGTHS = (5, 13, 21, 30)
-
-
-def samples(lengths: tuple[int, ...], vocab: int) -> list[Any]:
-    from mgft_train.data.encode import IGNORE, Example
-
-    rng = random.Random(0)
-    out = []
-    for n in lengths:
-        ids = [rng.randrange(3, vocab) for _ in range(n)]
-        # The first token is no target (as encode's BOS): the loss's internal shift would
-        # otherwise score a packed sample's last token against the next sample's first.
-        out.append(Example(input_ids=ids, labels=[IGNORE, *ids[1:]]))
-    return out
 
 
 def build(model_type: str, implementation: str, dtype: Any, device: Any, tiny: bool) -> Any:
@@ -114,11 +100,12 @@ def grad_error(ours: dict[str, Any], ref: dict[str, Any]) -> float:
 def fidelity(model_type: str, tiny: bool) -> dict[str, Any]:
     import torch
     from mgft.spec import TrainSpec
-    from mgft_train import attention, kernels
+    from mgft_train import attention, kernels, tiny_families
 
     device = torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu")
     low = torch.float32 if device.type == "cpu" else torch.bfloat16
-    examples = samples(TINY_LENGTHS if tiny else GPU_LENGTHS, 256 if tiny else WIDE["vocab_size"])
+    examples = tiny_families.samples(TINY_LENGTHS if tiny else GPU_LENGTHS,
+                                     256 if tiny else WIDE["vocab_size"])
     tokens = sum(len(e.input_ids) - 1 for e in examples)
     ref32 = eager_run(build(model_type, "eager", torch.float32, device, tiny), examples, device)
     ref = eager_run(build(model_type, "eager", low, device, tiny), examples, device)

@@ -10,7 +10,6 @@ itself needs a GPU, where bench/fidelity.py makes the same comparison). fp32 thr
 
 from __future__ import annotations
 
-import random
 from dataclasses import replace
 
 import pytest
@@ -28,12 +27,7 @@ LENGTHS = (5, 13, 21, 30)
 
 
 def samples() -> list[Example]:
-    rng = random.Random(0)
-    out = []
-    for n in LENGTHS:
-        ids = [rng.randrange(3, tiny_families.VOCAB) for _ in range(n)]
-        out.append(Example(input_ids=ids, labels=list(ids)))
-    return out
+    return tiny_families.samples(LENGTHS)
 
 
 def build(model_type: str, implementation: str) -> torch.nn.Module:

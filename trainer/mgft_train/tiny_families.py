@@ -39,3 +39,19 @@ def config(model_type: str, **overrides: Any) -> Any:
     from transformers import AutoConfig
 
     return AutoConfig.for_model(model_type, **(SHAPE | EXTRA[model_type] | overrides))
+
+
+def samples(lengths: tuple[int, ...], vocab: int = VOCAB, seed: int = 0) -> list[Any]:
+    """Random-token samples of these lengths. The first token is no target (as encode's BOS):
+    the model's shifted loss would otherwise score a packed sample's last token against the
+    next sample's first."""
+    import random
+
+    from mgft_train.data.encode import IGNORE, Example
+
+    rng = random.Random(seed)
+    out = []
+    for n in lengths:
+        ids = [rng.randrange(3, vocab) for _ in range(n)]
+        out.append(Example(input_ids=ids, labels=[IGNORE, *ids[1:]]))
+    return out
