@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import torch
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 from mgft_train import tiny
 from mgft_train.data import flat_rows, label_tokens, make_loader, prepare, real_tokens
 from mgft_train.data.formats import Row

@@ -99,7 +99,7 @@ def grad_error(ours: dict[str, Any], ref: dict[str, Any]) -> float:
 
 def fidelity(model_type: str, tiny: bool) -> dict[str, Any]:
     import torch
-    from mgft.spec import TrainSpec
+    from mgft.spec.job import TrainSpec
     from mgft_train import attention, kernels, tiny_families
 
     device = torch.device("cuda" if torch.cuda.is_available() and not tiny else "cpu")

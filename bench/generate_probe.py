@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 import torch
-from mgft.generate.args import from_argv
+from mgft.contract.generate import parse
 from mgft_train.generate import decode, prompts
 
 
@@ -50,7 +50,7 @@ def main() -> None:
 
     phases: dict[str, float] = {}
     start = time.perf_counter()
-    args = from_argv([f"--model={opts.model}", f"--prompts={opts.prompts}", "--output=unused",
+    args = parse([f"--model={opts.model}", f"--prompts={opts.prompts}", "--output=unused",
                       f"--batch-size={opts.batch_size}", "--max-new-tokens=128",
                       "--min-new-tokens=128"], prog="generate_probe")
     tokenizer = decode.load_tokenizer(args)

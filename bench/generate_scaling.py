@@ -33,7 +33,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_assets import GPU_SAFE_ENV, build_model, prompt_rows  # noqa: E402
-from mgft.generate.args import BATCH_SIZE  # noqa: E402
+from mgft.contract.generate import BATCH_SIZE  # noqa: E402
 
 TARGET = 3.8
 BATCHES_PER_GPU = 16

@@ -151,7 +151,7 @@ def command(run: Run, assets: Assets, args: argparse.Namespace, output: Path) ->
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc-per-node={run.gpus}", str(HERE / "perf_baseline.py"), *common,
                 *(["--cpu"] if args.tiny else []), *run.flags]
-    from mgft.flags import FLAGS
+    from mgft.spec.flags import FLAGS
 
     procs = ["--gpus", "0", "--nproc-per-node", str(run.gpus)] if args.tiny else [
         "--gpus", str(run.gpus), "--gpu-ids", ",".join(str(i) for i in range(run.gpus))]

@@ -109,7 +109,7 @@ def predict(job_fields: dict[str, Any], strategy: str, *, cpu: bool = False,
     """The plan's estimate, term by term (bytes), its peak and the moment of the peak."""
     from mgft.plan.arch import resolve
     from mgft.plan.memory import Assumptions, Job, estimate
-    from mgft.spec import Kernels, Strategy, Tuning
+    from mgft.spec.job import Kernels, Strategy, Tuning
 
     env = env or {}
     job = Job(**job_fields | {"tuning": Tuning(job_fields["tuning"]),
@@ -189,7 +189,7 @@ def measured(predicted: float, peak: float, tiny: bool, **extra: Any) -> dict[st
 def from_perf(path: Path, env: dict[str, Any]) -> list[dict]:
     """Rows for bench/perf.py's mgft runs: their configuration re-predicted, their measured
     peak compared."""
-    from mgft.errors import SpecError
+    from mgft.spec.errors import SpecError
 
     rows = []
     for name, config in perf_runs(path):

@@ -67,7 +67,7 @@ def planned(args: argparse.Namespace, model_dir: Path, precision: str) -> dict[s
     from mgft.plan.arch import resolve
     from mgft.plan.memory import Job, estimate, param_bytes
     from mgft.plan.pick import Budget
-    from mgft.spec import Precision, Strategy, Tuning
+    from mgft.spec.job import Precision, Strategy, Tuning
 
     strategy = Strategy(args.strategy)
     job = Job(arch=resolve(str(model_dir)), tuning=Tuning.FULL, precision=Precision(precision),

@@ -1,6 +1,6 @@
 """A two-node rehearsal on one host: the PyTorchJob `mgft render --backend k8s --nodes 2`
 prints, run as two node processes, each given its own GPUs and the environment a Kubeflow v1
-operator injects (mgft.envcontract.OperatorEnv: node rank, master address and port), so
+operator injects (mgft.contract.env.OperatorEnv: node rank, master address and port), so
 `mgft-node` makes the same rendezvous a two-node Kubernetes job makes. NCCL is kept off
 NVLink and shared memory between the nodes (P2P and SHM disabled: traffic goes through the
 network stack), as between two hosts.
@@ -54,7 +54,7 @@ def free_port() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from mgft.envcontract import OperatorEnv
+    from mgft.contract.env import OperatorEnv
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--out", type=Path, required=True)

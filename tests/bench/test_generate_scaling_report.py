@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from generate_scaling_report import by_batch_size, chart, load, rows
-from mgft.generate.args import BATCH_SIZE
+from mgft.contract.generate import BATCH_SIZE
 
 from tests.bench.conftest import BENCH
 

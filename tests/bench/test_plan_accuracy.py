@@ -74,7 +74,7 @@ def test_from_perf_predicts_each_run_and_writes_the_table(tmp_path: Path) -> Non
     row = rows["perf:mgft-lora-zero3-4g"]
     from mgft.plan.arch import KNOWN
     from mgft.plan.memory import Assumptions, Job, estimate
-    from mgft.spec import Strategy
+    from mgft.spec.job import Strategy
 
     job = Job(arch=KNOWN["llama-3-8b"], micro_batch=5, seq_len=1024, gpus_per_node=4)
     expected = estimate(job, Strategy.ZERO3, Assumptions(eval_len=768))

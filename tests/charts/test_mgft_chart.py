@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 import yaml
-from mgft.config import build_spec, json_schema
 from mgft.render import render
-from mgft.spec import DistSpec, K8sSpec, PlanSpec, Resources, SlurmSpec, TrainSpec
+from mgft.spec.build import build_spec, json_schema
+from mgft.spec.job import DistSpec, K8sSpec, PlanSpec, Resources, SlurmSpec, TrainSpec
 from pydantic import TypeAdapter
 
 from tests.conftest import REPO
@@ -213,7 +213,7 @@ def test_values_defaults_are_mgft_defaults() -> None:
 
 def test_chart_fabric_presets_are_mgft_presets(tmp_path: Path) -> None:
     """The chart carries fabric.PRESETS as data; render each preset and compare the env."""
-    from mgft.fabric import PRESETS
+    from mgft.comm.fabric import PRESETS
 
     for fabric, preset in PRESETS.items():
         values = README | {"dist": {"fabric": fabric.value}}

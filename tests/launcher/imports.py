@@ -13,7 +13,7 @@ def heavy_modules_after(*commands: list[str]) -> list[str]:
     """Run each `mgft` command in one fresh interpreter; the heavy libraries then loaded."""
     code = f"""
 import json, sys
-from mgft.cli import main
+from mgft.cli.main import main
 for args in {commands!r}:
     try:
         main(args, standalone_mode=False)

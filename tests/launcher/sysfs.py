@@ -1,5 +1,5 @@
 """Build /sys/class/{net,infiniband} trees on disk, as the kernel lays them out, so the
-readers in mgft.netinfo run on real files for hosts this CI machine is not."""
+readers in mgft.hw.netinfo run on real files for hosts this CI machine is not."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Real torchrun jobs whose workers are small scripts, run the way `mgft submit --backend local`
-runs the trainer (`mgft.backends.local.run`): seconds each, no model."""
+runs the trainer (`mgft.backends.local.submit.run`): seconds each, no model."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def command(script: Path, log_dir: Path, *args: str, nproc: int = 2) -> LocalCom
 
 DRIVER = """
 import json, sys
-from mgft.backends.local import run
+from mgft.backends.local.submit import run
 from mgft.render.local import LocalCommand
 sys.exit(run(LocalCommand(**json.loads(sys.argv[1]))))
 """

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from mgft.envcontract import DIST_VARS, MGFT_DEVICE
+from mgft.contract.env import DIST_VARS, MGFT_DEVICE
 
 from tests.trainer import jobs
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mgft.spec import Kernels, TrainSpec
+from mgft.spec.job import Kernels, TrainSpec
 from mgft_train import attention
 from mgft_train.data import encode, load_rows
 from mgft_train.data.packing import collate_packed, pack

@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 from mgft_train import checkpoint
 from mgft_train.checkpoint import TrainState
 from mgft_train.distributed import Dist

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
 import pytest
-from mgft.envcontract import DistEnv
-from mgft.spec import Strategy
+from mgft.contract.env import DistEnv
+from mgft.spec.job import Strategy
 from mgft_train import checkpoint
 from mgft_train.checks import (
     RESULT_NAMES,

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mgft.envcontract import DistEnv, LaunchEnv
+from mgft.contract.env import DistEnv, LaunchEnv
 from mgft_train import distributed
 from mgft_train.errors import UsageError
 

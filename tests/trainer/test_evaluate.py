@@ -112,7 +112,7 @@ def test_eval_leaves_4bit_weights_in_the_layout_training_uses(tiny, tokenizer):
     inference (unless quant.keep_training_layout says not to); training after an eval would go
     on from that layout, and ZeRO-3's next checkpoint fails on it. Where bitsandbytes never
     repacks, this passes as is."""
-    from mgft.spec import TrainSpec, Tuning
+    from mgft.spec.job import TrainSpec, Tuning
     from mgft_train.model import load_model
 
     model = load_model(TrainSpec(model=str(tiny.model_dir), dataset="d", tuning=Tuning.QLORA),

@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
-from mgft.families import FAMILIES
+from mgft.spec.families import FAMILIES
 from mgft_train import attention, tiny_families
 from mgft_train.data.batches import model_inputs
 from mgft_train.data.encode import Example

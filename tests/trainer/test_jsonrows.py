@@ -101,7 +101,7 @@ def test_directories_and_parquet_are_left_to_datasets(tmp_path: Path) -> None:
 
 
 def test_the_input_checks_import_no_torch() -> None:
-    """The launcher runs them before torchrun starts (mgft.local_inputs)."""
+    """The launcher runs them before torchrun starts (mgft.backends.local.inputs)."""
     code = ("import sys; import mgft_train.checks, mgft_train.jsonrows; "
             "print(sorted(m for m in ('torch', 'transformers', 'datasets') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

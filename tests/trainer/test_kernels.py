@@ -5,7 +5,7 @@ import types
 
 import pytest
 import torch
-from mgft.spec import Kernels, Strategy, TrainSpec
+from mgft.spec.job import Kernels, Strategy, TrainSpec
 from mgft_train import kernels
 from mgft_train.errors import UsageError
 

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 from mgft_train import loop
 from mgft_train.data import IGNORE, Row, collate, encode, make_loader
 from mgft_train.distributed import Dist

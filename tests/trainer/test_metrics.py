@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 from mgft_train import metrics, rates
 from mgft_train.distributed import Dist
 from mgft_train.loop import TrainResult

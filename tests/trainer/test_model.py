@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from mgft.spec import Strategy, TrainSpec, Tuning
+from mgft.spec.job import Strategy, TrainSpec, Tuning
 from mgft_train import model
 from mgft_train.distributed import Dist
 from mgft_train.errors import UsageError

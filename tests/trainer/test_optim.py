@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 from mgft_train import optim
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-from mgft.spec import Precision, Strategy, TrainSpec, Tuning
+from mgft.spec.job import Precision, Strategy, TrainSpec, Tuning
 from mgft_train import model, optim, parallel, precision
 from mgft_train.checks import check_precision
 from mgft_train.distributed import Dist

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mgft.spec import Strategy
+from mgft.spec.job import Strategy
 from mgft_train import quant
 
 
@@ -42,7 +42,7 @@ def test_random_init_4bit_has_the_structure_of_a_saved_checkpoint_loaded_in_4bit
         model_type, strategy, tmp_path):
     """The expectation is transformers' own path: random weights saved, then loaded with the
     same quantization config. Both then get the same LoRA."""
-    from mgft.spec import TrainSpec, Tuning
+    from mgft.spec.job import TrainSpec, Tuning
     from mgft_train import tiny_families
     from mgft_train.model import add_lora
     from transformers import AutoModelForCausalLM

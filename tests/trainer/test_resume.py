@@ -12,7 +12,7 @@ import signal
 import sys
 
 import pytest
-from mgft import exitcodes
+from mgft.contract import exitcodes
 
 from tests.trainer import jobs
 from tests.trainer.cases import STEPS, flags

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mgft.spec import TrainSpec, Tuning
+from mgft.spec.job import TrainSpec, Tuning
 from mgft_train import save
 from mgft_train.distributed import Dist
 

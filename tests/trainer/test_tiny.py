@@ -45,7 +45,7 @@ def test_refuses_a_non_empty_dir_without_force(tmp_path, capsys):
 
 
 def test_the_task_can_be_written_in_every_format_and_file_the_trainer_reads(tmp_path, capsys):
-    from mgft.spec import DataFormat
+    from mgft.spec.job import DataFormat
     from mgft_train.data import read
     from mgft_train.model import load_tokenizer
 

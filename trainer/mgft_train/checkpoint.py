@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 
 from mgft_train.errors import UsageError
 

@@ -3,15 +3,15 @@
 Every rank runs them on the same inputs and reaches the same verdict; only rank 0 prints it.
 Dataset rows are validated too (`data.load_rows`), in `main`, for the same reason.
 This module imports no torch: the launcher runs these checks too, for a local job, before
-torchrun starts (`mgft.local_inputs`).
+torchrun starts (`mgft.backends.local.inputs`).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from mgft.envcontract import DistEnv
-from mgft.spec import Strategy, TrainSpec
+from mgft.contract.env import DistEnv
+from mgft.spec.job import Strategy, TrainSpec
 
 from mgft_train import checkpoint, jsonrows
 from mgft_train.errors import UsageError
@@ -53,7 +53,7 @@ def check_strategy(strategy: Strategy, env: DistEnv) -> None:
 
 
 def check_precision(spec: TrainSpec) -> None:
-    """As the launcher checks it (mgft.validate), for a trainer started by hand."""
+    """As the launcher checks it (mgft.spec.validate), for a trainer started by hand."""
     if not spec.precision.runs_under(spec.strategy):
         raise UsageError("--precision", spec.precision.value,
                          f"--strategy {spec.strategy.value} steps DeepSpeed's ZeRO optimizer, "
@@ -78,7 +78,7 @@ def check_model_dir(model: str, *, random_init: bool = False) -> None:
 
 
 def check_eval(spec: TrainSpec) -> None:
-    """As the launcher checks it (mgft.validate), for a trainer started by hand; the rows an
+    """As the launcher checks it (mgft.spec.validate), for a trainer started by hand; the rows an
     --eval-split leaves on each side are checked as the data is read (`data.split`)."""
     if spec.eval_dataset is not None and spec.eval_split is not None:
         raise UsageError("--eval-split", spec.eval_split,

@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
-from mgft.envcontract import MGFT_DEVICE, CommEnv, DistEnv, LaunchEnv
+from mgft.contract.env import MGFT_DEVICE, CommEnv, DistEnv, LaunchEnv
 
 from mgft_train.errors import UsageError
 
@@ -74,7 +74,7 @@ def init(env: DistEnv, device: torch.device) -> Dist:
 
 def _prepare_nccl(env: DistEnv) -> None:
     """Resolve the fabric preset on this node (NCCL reads its variables at init)."""
-    from mgft.fabric import prepare_process
+    from mgft.comm.fabric import prepare_process
 
     resolution, applied = prepare_process()
     if env.local_rank == 0:  # one line per node: nodes may resolve differently

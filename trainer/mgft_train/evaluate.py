@@ -18,7 +18,7 @@ from functools import partial
 from typing import Any
 
 import torch
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 
 from mgft_train import distributed
 from mgft_train.data import EvalSet, Example, collate, label_tokens

@@ -2,7 +2,7 @@
 
 Torch-free on purpose: `mgft_train.data` (which imports torch) reads every row with it, and
 `check_head` reads only the first rows, for the trainer's input checks and for the launcher,
-which runs them before torchrun starts (`mgft.local_inputs`).
+which runs them before torchrun starts (`mgft.backends.local.inputs`).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 
 import torch
-from mgft.spec import Kernels, Strategy, TrainSpec
+from mgft.spec.job import Kernels, Strategy, TrainSpec
 
 from mgft_train.errors import UsageError
 

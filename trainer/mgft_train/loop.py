@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from mgft.spec import Save, TrainSpec
+from mgft.spec.job import Save, TrainSpec
 from torch.utils.data import DataLoader
 
 from mgft_train import checkpoint, curves, distributed, signals

@@ -10,7 +10,7 @@ refused. With --eval-dataset or --eval-split, the held-out loss is measured ever
 --eval-every steps and at the end. At the end: the adapter (or model), the merged model with
 --save-merged, metrics.json, loss.png and TensorBoard events under <output>/tensorboard/.
 
-Exit codes (mgft.exitcodes):
+Exit codes (mgft.contract.exitcodes):
   0   done.
   2   bad input: one line on stderr naming the flag, the value and the fix (from each rank
       that found it; ranks other than 0 prefix it with "rank N:").
@@ -25,10 +25,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from mgft import exitcodes
-from mgft.envcontract import CommEnv, DistEnv, LaunchEnv
-from mgft.spec import Save, TrainSpec
-from mgft.train_args import from_argv
+from mgft.contract import exitcodes
+from mgft.contract.argv import parse_train
+from mgft.contract.env import CommEnv, DistEnv, LaunchEnv
+from mgft.spec.job import Save, TrainSpec
 
 from mgft_train import quiet, signals
 from mgft_train.checks import check_inputs
@@ -39,7 +39,7 @@ PROG = "mgft-train"
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet.install()
-    spec = from_argv(sys.argv[1:] if argv is None else argv, prog=PROG)  # exits 2 on bad flags
+    spec = parse_train(sys.argv[1:] if argv is None else argv, prog=PROG)  # exits 2 on bad flags
     env = DistEnv.from_env()
     if CommEnv.from_env().preflight:  # mgft submit --preflight: check the node first
         from mgft.doctor.preflight import run_preflight

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 
 from mgft_train import attention, quant, rates
 from mgft_train.checkpoint import spec_record

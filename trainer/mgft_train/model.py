@@ -7,8 +7,8 @@ import warnings
 from typing import Any
 
 import torch
-from mgft.families import FAMILIES, supported_line
-from mgft.spec import Kernels, Strategy, TrainSpec, Tuning
+from mgft.spec.families import FAMILIES, supported_line
+from mgft.spec.job import Kernels, Strategy, TrainSpec, Tuning
 
 from mgft_train import attention, kernels, precision
 from mgft_train.distributed import Dist

@@ -7,7 +7,7 @@ import math
 from collections.abc import Iterable
 
 import torch
-from mgft.spec import Precision, Strategy, TrainSpec
+from mgft.spec.job import Precision, Strategy, TrainSpec
 
 from mgft_train.precision import KahanAdamW, MasterAdamW
 

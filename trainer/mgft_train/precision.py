@@ -27,7 +27,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
-from mgft.spec import Precision, Strategy, TrainSpec, Tuning
+from mgft.spec.job import Precision, Strategy, TrainSpec, Tuning
 from torch.distributed.tensor import DTensor
 
 FP32 = torch.float32

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from mgft.spec import Strategy
+from mgft.spec.job import Strategy
 
 # Sharding strategies split parameters as float tensors: the packed 4-bit weights must be
 # stored in the same float dtype as the rest, or FSDP/ZeRO-3 cannot flatten them together.

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mgft.spec import TrainSpec, Tuning
+from mgft.spec.job import TrainSpec, Tuning
 
 from mgft_train import distributed
 from mgft_train.distributed import Dist

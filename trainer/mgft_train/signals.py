@@ -3,7 +3,7 @@
 The handler only sets a flag; the loop all-reduces it with each step's loss, so when the
 signal reaches just some ranks (a scheduler signalling one node first), every rank still
 stops after the same step, writes its part of the checkpoint, and exits with
-`mgft.exitcodes.PREEMPTED` (75, EX_TEMPFAIL). Rerunning with the same argv resumes.
+`mgft.contract.exitcodes.PREEMPTED` (75, EX_TEMPFAIL). Rerunning with the same argv resumes.
 SIGTERM is what Kubernetes and torchrun send on shutdown; SIGUSR2 is Slurm's usual
 `--signal` choice for "time is nearly up".
 

@@ -1,4 +1,4 @@
-"""A tiny random-init config of every supported family (mgft.families), shaped so that what
+"""A tiny random-init config of every supported family (mgft.spec.families), shaped so that what
 sets the family apart is exercised: sliding windows shorter than the samples, attention and
 final-logit softcapping small enough to bite, fused projections, q/k norms, grouped heads.
 

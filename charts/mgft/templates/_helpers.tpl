@@ -145,7 +145,7 @@ $(VAR) expansion hands the process every word unchanged. */}}
 
 {{/* mgft's defaults (a user's env may change their value, not their place), the user's
 other variables by name, then secret references. */}}
-{{/* The static variables of each --fabric preset: launcher/mgft/fabric.py PRESETS (a test
+{{/* The static variables of each --fabric preset: launcher/mgft/comm/fabric.py PRESETS (a test
 keeps the two equal). */}}
 {{- define "mgft.fabricPresets" -}}
 {{- dict
@@ -165,7 +165,7 @@ keeps the two equal). */}}
 {{- $dist := .Values.dist | default dict -}}
 {{- $debug := $dist.debug | default false -}}
 {{- $fabric := $dist.fabric | default "auto" -}}
-{{/* Layers in mgft's order (launcher/mgft/nccl.py settings()); a later layer changes a value
+{{/* Layers in mgft's order (launcher/mgft/comm/nccl.py settings()); a later layer changes a value
 but keeps its first place. */}}
 {{- $layers := list (list "PYTHONUNBUFFERED" "1") (list "TOKENIZERS_PARALLELISM" "false") (list "HF_HUB_OFFLINE" "1") -}}
 {{- if $gpu -}}

@@ -6,12 +6,12 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from mgft.spec import Backend
+from mgft.spec.job import Backend
 
 _MODULES = {
-    Backend.LOCAL: "mgft.backends.local",
-    Backend.SLURM: "mgft.backends.slurm",
-    Backend.K8S: "mgft.backends.k8s",
+    Backend.LOCAL: "mgft.backends.local.submit",
+    Backend.SLURM: "mgft.backends.slurm.submit",
+    Backend.K8S: "mgft.backends.k8s.submit",
 }
 
 

@@ -6,7 +6,7 @@ busbw is what each GPU's links carried: a ring all-reduce moves 2(n-1)/n of the 
 every rank, so busbw is comparable across world sizes and with the links' nominal bandwidth.
 
 This module is torch-free: it starts `python -m mgft.doctor.sweep` under torchrun (on the
-GPUs `mgft.gpus` chose, or on CPU with gloo) and reads the JSON the sweep writes.
+GPUs `mgft.hw.gpus` chose, or on CPU with gloo) and reads the JSON the sweep writes.
 """
 
 from __future__ import annotations
@@ -102,8 +102,8 @@ def print_result(result: dict[str, Any], stderr: bool = False) -> None:
 def run_local(*, nproc: int, device: str, sizes: str, iters: int, warmup: int, fabric: str,
               visible: tuple[str, ...] | None, timeout: float = 540) -> dict[str, Any]:
     """Run the sweep on this machine under `torchrun --standalone`; return its JSON."""
-    from mgft.backends.local import torchrun_path
-    from mgft.envcontract import CommEnv, DeviceEnv
+    from mgft.contract.env import CommEnv, DeviceEnv
+    from mgft.node.torchrun import torchrun_path
 
     env = dict(os.environ) | CommEnv(fabric=fabric).to_env()
     if visible is not None:

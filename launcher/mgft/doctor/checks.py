@@ -15,8 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 
-from mgft import netinfo
-from mgft.nvml import Device, Inventory
+from mgft.hw import netinfo
+from mgft.hw.nvml import Device, Inventory
 
 PASS, WARN, FAIL = "pass", "warn", "fail"
 GIB = 1 << 30
@@ -115,7 +115,7 @@ def check_gpus(visible: list[Device], info: TorchInfo | None, within: str | None
     if not visible:
         status = FAIL if expect_gpus else WARN
         return Check("gpus", status, f"no GPUs visible{scope}: jobs here run on CPU (--gpus 0)")
-    from mgft.gpus import busy_reasons
+    from mgft.hw.gpus import busy_reasons
 
     names = "; ".join(f"{d.label} {d.name} {d.memory_total / GIB:.0f} GiB "
                       f"({', '.join(busy_reasons(d)) or 'idle'})" for d in visible)
@@ -158,7 +158,7 @@ def check_ulimits(memlock: tuple[int, int], nofile: tuple[int, int], rdma: bool)
 
 def check_nccl_env(env: Mapping[str, str], ifaces: list[netinfo.Interface],
                    ports: list[netinfo.RdmaPort]) -> Check:
-    from mgft.nccl import unknown_key_warning
+    from mgft.comm.nccl import unknown_key_warning
 
     if not env:
         return Check("nccl env", PASS, "no NCCL variables set: NCCL's defaults")

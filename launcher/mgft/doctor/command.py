@@ -9,7 +9,7 @@ from typing import Any
 
 from mgft.doctor import bandwidth as bw
 from mgft.doctor.run import Options, exit_code, print_checks, run_checks
-from mgft.errors import SpecError
+from mgft.spec.errors import SpecError
 
 
 def _rdzv(text: str | None) -> tuple[str, int | None] | None:
@@ -64,8 +64,8 @@ def _sweep(count: int | None, gpu_ids: str | None, cpu_ranks: int | None, fabric
 
 def _gpus(count: int | None, gpu_ids: str | None) -> tuple[str, ...] | None:
     """The GPUs to sweep: as asked, else every free one. None: no GPU here, none asked."""
-    from mgft import gpus, nvml
-    from mgft.envcontract import visible_devices
+    from mgft.contract.env import visible_devices
+    from mgft.hw import gpus, nvml
 
     ids = [p.strip() for p in gpu_ids.split(",") if p.strip()] if gpu_ids else None
     try:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import sys
 
+from mgft.contract.env import DistEnv
+from mgft.contract.exitcodes import FAILED
 from mgft.doctor.run import Options, exit_code, print_checks, run_checks
-from mgft.envcontract import DistEnv
-from mgft.exitcodes import FAILED
 
 
 def run_preflight() -> int:

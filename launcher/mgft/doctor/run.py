@@ -5,11 +5,11 @@ from __future__ import annotations
 import resource
 from dataclasses import dataclass
 
-from mgft import netinfo
+from mgft.contract.env import DistEnv, LaunchEnv, comm_vars, visible_devices
 from mgft.doctor import checks as c
-from mgft.envcontract import DistEnv, LaunchEnv, comm_vars, visible_devices
-from mgft.errors import SpecError
-from mgft.nvml import Device, Inventory, NvmlUnavailable
+from mgft.hw import netinfo
+from mgft.hw.nvml import Device, Inventory, NvmlUnavailable
+from mgft.spec.errors import SpecError
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class Options:
 
 
 def _inventory() -> tuple[Inventory | None, str | None]:
-    from mgft import nvml
+    from mgft.hw import nvml
 
     try:
         return nvml.inventory(), None
@@ -37,7 +37,7 @@ def run_checks(opts: Options) -> list[c.Check]:
     visible: list[Device] = []
     results = [c.check_driver(inv, nvml_error, expect_gpus)]
     if inv is not None:
-        from mgft.gpus import visible_pool
+        from mgft.hw.gpus import visible_pool
 
         try:
             visible = visible_pool(inv, within)

@@ -4,7 +4,7 @@
 
 `mgft doctor --bandwidth` starts it on this machine; across nodes, start it like the trainer
 (one torchrun per node, same rendezvous). The process resolves its fabric preset exactly as
-the trainer does (`mgft.fabric.prepare_process`), so it measures what a job would get.
+the trainer does (`mgft.comm.fabric.prepare_process`), so it measures what a job would get.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     import torch.distributed as dist
 
-    from mgft import fabric
-    from mgft.envcontract import CommEnv, DistEnv
+    from mgft.comm import fabric
+    from mgft.contract.env import CommEnv, DistEnv
 
     env, comm = DistEnv.from_env(), CommEnv.from_env()
     cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
@@ -115,7 +115,7 @@ def _report(rows: list[dict[str, float]], n: int, env: Any, cuda: bool, dtype: A
             resolution: Any, applied: dict[str, str]) -> dict[str, Any]:
     import torch
 
-    from mgft import fabric
+    from mgft.comm import fabric
 
     result: dict[str, Any] = {
         "host": socket.gethostname(), "world_size": n,

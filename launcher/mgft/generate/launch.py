@@ -3,7 +3,7 @@
 A generation job is a JobSpec with a `generate` section: train.model is the base model,
 train.dataset the prompts, train.output where results go, train.micro_batch the prompts per
 forward pass and train.seed the sampling seed. Renderers run `mgft_train.generate` in place of
-the trainer (`mgft.render.common.trainer_argv`), so local, Slurm and k8s all work unchanged.
+the trainer (`mgft.contract.process.trainer_argv`), so local, Slurm and k8s all work unchanged.
 """
 
 from __future__ import annotations
@@ -15,10 +15,9 @@ from typing import Any
 
 import click
 
-from mgft.errors import SpecError
-from mgft.flags import FLAGS, GENERATE_FLAGS
-from mgft.generate.args import BATCH_SIZE
-from mgft.spec import JobSpec
+from mgft.contract.generate import BATCH_SIZE
+from mgft.spec.flags import FLAGS, GENERATE_FLAGS, naming
+from mgft.spec.job import JobSpec
 
 # Spec fields `mgft generate` keeps under a name that says what they mean here.
 RENAMED = {"--prompts": "train.dataset", "--batch-size": "train.micro_batch"}
@@ -80,19 +79,17 @@ def generate_options(field_help: ParamHelp, choices: Mapping[str, type[Enum]]
     return decorate
 
 
-def _renamed(err: SpecError) -> SpecError:
-    """Errors from the shared spec name --dataset/--micro-batch; say --prompts/--batch-size."""
-    field, fix = err.field, err.fix
-    for old, new in {"--dataset": "--prompts", "--micro-batch": "--batch-size"}.items():
-        if old in field.split():  # `--dataset`, or one of `--model and --dataset`
-            field, fix = field.replace(old, new), fix.replace(old, new)
-    return err if field == err.field else SpecError(field, err.value, err.problem, fix)
-
-
 def build_generate_spec(config_file: Path | None, overrides: tuple[str, ...],
                         env_items: tuple[str, ...], note: Callable[[str], None],
                         **flag_values: Any) -> JobSpec:
-    from mgft.config import build_spec, flag_paths, load_yaml, merge, parse_env_items
+    from mgft.spec.build import (
+        build_spec,
+        check_local_inputs,
+        flag_paths,
+        load_yaml,
+        merge,
+        parse_env_items,
+    )
 
     file_data = load_yaml(config_file) if config_file else {}
     flags = flag_paths(flag_values, generate_flags()) | parse_env_items(env_items)
@@ -101,37 +98,16 @@ def build_generate_spec(config_file: Path | None, overrides: tuple[str, ...],
     train = raw.setdefault("train", {})
     if isinstance(train, dict):
         train.setdefault("micro_batch", BATCH_SIZE)
-    try:
+    with naming(generate_flags()):
         spec = build_spec(raw, note=note)
         check_local_inputs(spec)
-    except SpecError as err:
-        raise _renamed(err) from None
     return spec
-
-
-def check_local_inputs(spec: JobSpec) -> None:
-    """Local jobs read the model, adapter and prompts here: check them before starting."""
-    from mgft.spec import Backend
-
-    if spec.backend is not Backend.LOCAL:
-        return
-    assert spec.generate is not None
-    if not Path(spec.train.model, "config.json").is_file():
-        raise SpecError("--model", spec.train.model, "no model directory with a config.json "
-                        "there", "pass a local model directory (config, weights and tokenizer)")
-    if not Path(spec.train.dataset).is_file():
-        raise SpecError("--prompts", spec.train.dataset, "file not found",
-                        "pass an existing .jsonl file of prompts")
-    adapter = spec.generate.adapter
-    if adapter is not None and not Path(adapter, "adapter_config.json").is_file():
-        raise SpecError("--adapter", adapter, "no adapter_config.json there",
-                        "pass the adapter directory a LoRA run saved (<output>/adapter)")
 
 
 def run_generate(dry_run: bool, **options: Any) -> int:
     notes: list[str] = []
     spec = build_generate_spec(note=notes.append, **options)
-    from mgft.validate import warnings
+    from mgft.spec.validate import warnings
 
     for text in warnings(spec):
         click.echo(f"mgft: warning: {text}", err=True)

@@ -2,7 +2,7 @@
 
 Kept: the numbers memory depends on, and what sets a family's attention apart (the sliding
 window, the softcaps), so that `hf_config` builds a model that computes as the published one
-does. Parameter counts are exact for every family mgft trains (mgft.families): a test builds
+does. Parameter counts are exact for every family mgft trains (mgft.spec.families): a test builds
 every known model, and a tiny model of each family, on torch's meta device and compares.
 """
 
@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mgft.errors import SpecError
-from mgft.families import FAMILIES, supported_line
+from mgft.spec.errors import SpecError
+from mgft.spec.families import FAMILIES, supported_line
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -50,7 +50,7 @@ class Layout:
 GEMMA = dict(gemma=True, act="gelu_pytorch_tanh", eps=1e-6)
 GEMMA_DEFAULTS = {"tie_word_embeddings": True, "head_dim": 256}
 LOCAL = {"sliding_window": 4096, "query_pre_attn_scalar": 256}
-# One entry per family in mgft.families.FAMILIES (a test holds them equal).
+# One entry per family in mgft.spec.families.FAMILIES (a test holds them equal).
 LAYOUTS: dict[str, Layout] = {
     "llama": Layout(causal_lm="LlamaForCausalLM", mlp_bias=True, window=False),
     "mistral": Layout(causal_lm="MistralForCausalLM", attention_bias=False,
@@ -77,7 +77,7 @@ LAYOUTS: dict[str, Layout] = {
 @dataclass(frozen=True, kw_only=True, slots=True)
 class Arch:
     name: str
-    family: str  # the transformers model_type: a key of mgft.families.FAMILIES
+    family: str  # the transformers model_type: a key of mgft.spec.families.FAMILIES
     vocab: int
     hidden: int
     intermediate: int

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from mgft.errors import SpecError
 from mgft.plan.arch import KNOWN, Arch, config_path, normalize, resolve
 from mgft.plan.memory import GIB, Job
 from mgft.plan.pick import Budget, make_plan
-from mgft.spec import JobSpec, Strategy
+from mgft.spec.errors import SpecError
+from mgft.spec.job import JobSpec, Strategy
 
 
 def with_strategy(spec: JobSpec, strategy: Strategy) -> JobSpec:
@@ -45,9 +45,9 @@ def job_of(spec: JobSpec, arch: Arch) -> Job:
 def host_budget(spec: JobSpec) -> int | None:
     """Bytes of host memory per node: this machine's (local), --mem (Slurm), else unknown
     (K8sSpec has no memory limit to compare with)."""
-    from mgft import host_memory
+    from mgft.hw import host_memory
     from mgft.plan.host import slurm_mem_bytes
-    from mgft.spec import Backend
+    from mgft.spec.job import Backend
 
     if spec.backend is Backend.LOCAL:
         return host_memory.total_bytes()

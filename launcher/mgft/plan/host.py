@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from mgft.plan.memory import GIB, Assumptions, Job, frozen_bytes, offload_host, param_bytes
-from mgft.spec import Strategy, Tuning
+from mgft.spec.job import Strategy, Tuning
 
 if TYPE_CHECKING:
     from mgft.plan.arch import Arch
-    from mgft.spec import JobSpec
+    from mgft.spec.job import JobSpec
 
 FIX = ("use fewer processes per node (--gpus), another strategy (`mgft plan` shows each one's "
        "host memory), or --activation-checkpointing so that one keeping its state on the GPU "
@@ -101,8 +101,8 @@ def slurm_mem_bytes(mem: str | None) -> int | None:
 def known_arch(spec: JobSpec) -> Arch | None:
     """The model's shape when the launcher can read it here: --arch, or a local config.json.
     None otherwise (a path on the cluster only): the checks are then skipped."""
-    from mgft.errors import SpecError
     from mgft.plan.arch import config_path, resolve
+    from mgft.spec.errors import SpecError
 
     source = spec.plan.arch if spec.plan.arch is not None else spec.train.model
     if spec.plan.arch is None and config_path(source) is None:
@@ -131,7 +131,7 @@ def planned(spec: JobSpec) -> HostBreakdown | None:
 def check(spec: JobSpec, budget: int | None, where: str) -> HostBreakdown | None:
     """Refuse (SpecError: one line, exit 2) a job whose planned host memory per node exceeds
     `budget` bytes; `where` names the budget, e.g. "this machine's memory"."""
-    from mgft.errors import SpecError
+    from mgft.spec.errors import SpecError
 
     plan = planned(spec)
     if plan is None or budget is None or plan.peak <= budget:

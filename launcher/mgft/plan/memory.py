@@ -19,7 +19,7 @@ from mgft.plan.activations import (
     saved_bytes,
 )
 from mgft.plan.arch import Arch
-from mgft.spec import Kernels, Precision, Strategy, Tuning
+from mgft.spec.job import Kernels, Precision, Strategy, Tuning
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 FP32 = 4

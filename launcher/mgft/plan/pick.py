@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from mgft.plan.host import HostBreakdown, host
 from mgft.plan.memory import ALL, GIB, Assumptions, Breakdown, Job, estimate
-from mgft.spec import Precision, Strategy, Tuning
+from mgft.spec.job import Precision, Strategy, Tuning
 
 # The order `auto` tries strategies in: least communication and idle time first. ZeRO-2 moves
 # the same bytes as DDP (a reduce-scatter and an all-gather instead of an all-reduce) and

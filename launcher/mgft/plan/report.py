@@ -14,9 +14,9 @@ from typing import Any
 
 import click
 
-from mgft.errors import SpecError
 from mgft.plan.memory import DTYPE_BYTES, GIB
-from mgft.spec import Kernels, Precision, Strategy, Tuning
+from mgft.spec.errors import SpecError
+from mgft.spec.job import Kernels, Precision, Strategy, Tuning
 
 PLAN_FLAGS = {
     "--model": "train.model", "--tuning": "train.tuning", "--micro-batch": "train.micro_batch",
@@ -73,9 +73,9 @@ def plan_options(field_help: ParamHelp) -> Callable[[Callable[..., Any]], Callab
 
 
 def _section(path: str) -> type:
-    from mgft.config import _SECTIONS
+    from mgft.spec.build import SECTIONS
 
-    return _SECTIONS[path.split(".")[0]]
+    return SECTIONS[path.split(".")[0]]
 
 
 def _value(flag: str, raw: Any) -> Any:
@@ -122,7 +122,7 @@ def job_from_options(options: dict[str, Any]):
 
 
 def _host_memory_gib(given: float | None) -> float | None:
-    from mgft import host_memory
+    from mgft.hw import host_memory
 
     if given is not None:
         return given

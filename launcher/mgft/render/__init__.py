@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from mgft.spec import Backend, JobSpec, K8sApi
+from mgft.spec.job import Backend, JobSpec, K8sApi
 
 
 def render(spec: JobSpec, visible: tuple[str, ...] | None = None) -> str:

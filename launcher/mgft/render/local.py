@@ -6,9 +6,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import PurePath
 
-from mgft.envcontract import DeviceEnv
-from mgft.render.common import job_env, trainer_argv
-from mgft.spec import JobSpec
+from mgft.contract.env import DeviceEnv
+from mgft.contract.process import job_env, trainer_argv
+from mgft.spec.job import JobSpec
 
 STREAMED_RANK = 0  # the one local rank whose output torchrun copies to the console
 
@@ -27,7 +27,7 @@ class LocalCommand:
 
 
 def local_command(spec: JobSpec, visible: tuple[str, ...] | None = None) -> LocalCommand:
-    """`visible`: the GPUs `mgft.gpus` chose here (None renders no CUDA_VISIBLE_DEVICES)."""
+    """`visible`: the GPUs `mgft.hw.gpus` chose here (None renders no CUDA_VISIBLE_DEVICES)."""
     log_dir = str(PurePath(spec.train.output, "logs"))
     argv = [
         "torchrun",

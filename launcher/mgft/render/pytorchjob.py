@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from mgft import __version__
-from mgft.k8s_rules import elastic_range
-from mgft.render import k8s_companions, k8s_pod
-from mgft.render.common import render_template
-from mgft.spec import JobSpec
+from mgft.render import companions as k8s_companions
+from mgft.render import pod as k8s_pod
+from mgft.render.template import render_template
+from mgft.spec.job import JobSpec
+from mgft.spec.rules.k8s import elastic_range
 
 # A pod that fails is restarted in place (restartPolicy OnFailure) up to this many times.
 BACKOFF_LIMIT = 3

@@ -1,19 +1,22 @@
 """A standalone sbatch script: one torchrun per node, c10d rendezvous on the first node.
 
-The same values as `mgft submit --backend slurm` hands to submitit (mgft.slurm.options), and
-the same per-node task (mgft.slurm.node), so the script is what would be submitted.
+The same values as `mgft submit --backend slurm` hands to submitit
+(mgft.backends.slurm.options), and the same per-node task (mgft.node.slurm), so the script is
+what would be submitted.
 """
 
 from __future__ import annotations
 
 from mgft import __version__
-from mgft.render.common import job_env, render_template
-from mgft.slurm import node, options
-from mgft.spec import JobSpec
+from mgft.backends.slurm import options
+from mgft.contract.process import job_env
+from mgft.node import slurm as node
+from mgft.render.template import render_template
+from mgft.spec.job import JobSpec
 
 
 def render_sbatch(spec: JobSpec) -> str:
-    # #SBATCH values are not shell words: mgft.slurm.rules restricts them to characters that
+    # #SBATCH values are not shell words: mgft.spec.rules.slurm restricts them to characters that
     # need no quoting there.
     return render_template(
         "sbatch.sh.j2",

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from mgft import __version__
-from mgft.render import k8s_companions, k8s_pod
-from mgft.render.common import render_template
-from mgft.spec import JobSpec
+from mgft.render import companions as k8s_companions
+from mgft.render import pod as k8s_pod
+from mgft.render.template import render_template
+from mgft.spec.job import JobSpec
 
 # The stock torch-distributed runtime runs one replicated job "node" with a container "node".
 REPLICATED_JOB = "node"

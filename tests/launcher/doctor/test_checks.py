@@ -7,9 +7,9 @@ import socket
 import time
 
 import pytest
-from mgft import netinfo
 from mgft.doctor import checks as c
-from mgft.nvml import Device, Inventory
+from mgft.hw import netinfo
+from mgft.hw.nvml import Device, Inventory
 
 GIB = 1 << 30
 INV = Inventory(driver="580.82.07", cuda_driver="12.8", devices=())

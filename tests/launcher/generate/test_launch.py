@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from mgft.generate.args import BATCH_SIZE, generate_argv
+from mgft.contract.generate import BATCH_SIZE, generate_argv
+from mgft.contract.process import trainer_argv
 from mgft.generate.launch import build_generate_spec
 from mgft.render import render
-from mgft.render.common import trainer_argv
 
 from tests.k8s_operators import kubelet_expand
 from tests.k8s_schema import (
@@ -97,7 +97,7 @@ def test_yaml_generate_section_through_mgft_render(tmp_path: Path) -> None:
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert "mgft_train.generate" in proc.stdout and "--max-new-tokens=64" in proc.stdout
-    assert "--batch-size=32" in proc.stdout and "--chat-template=true" in proc.stdout
+    assert "--batch-size=32" in proc.stdout and "--chat-template=True" in proc.stdout
 
 
 def test_generation_and_training_jobs_get_different_names() -> None:
@@ -150,7 +150,7 @@ def test_missing_prompts_names_the_generate_flag(args: list[str], needle: str) -
 
 def test_dist_and_gpu_switches_are_on_off_flags_as_for_render() -> None:
     from click.testing import CliRunner
-    from mgft.cli import main
+    from mgft.cli.main import main
 
     base = ["generate", "--backend", "slurm", "--model", "/m", "--prompts", "/p.jsonl",
             "--output", "/o", "--dry-run"]

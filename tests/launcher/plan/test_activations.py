@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from mgft.families import FAMILIES
 from mgft.plan.activations import (
     Batch,
     activation_bytes,
@@ -20,6 +19,7 @@ from mgft.plan.activations import (
     saved_bytes,
 )
 from mgft.plan.arch import KNOWN, Arch
+from mgft.spec.families import FAMILIES
 
 
 def tiny(family: str, **changes) -> Arch:

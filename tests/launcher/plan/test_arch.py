@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from mgft.errors import SpecError
-from mgft.families import FAMILIES
 from mgft.plan.arch import KNOWN, LAYOUTS, Arch, from_config, normalize, resolve
+from mgft.spec.errors import SpecError
+from mgft.spec.families import FAMILIES
 
 # From the model cards / safetensors index of the published checkpoints.
 PUBLISHED = {"llama-3-8b": 8_030_261_248, "llama-3.2-1b": 1_235_814_400,

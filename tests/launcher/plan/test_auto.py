@@ -8,12 +8,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from mgft.config import build_spec, merge
-from mgft.errors import SpecError
 from mgft.plan.arch import KNOWN
 from mgft.plan.memory import Job
 from mgft.plan.pick import Budget, make_plan
-from mgft.spec import Strategy, Tuning
+from mgft.spec.build import build_spec, merge
+from mgft.spec.errors import SpecError
+from mgft.spec.job import Strategy, Tuning
 
 K8S = {"backend": "k8s", "image": "r/i:t", "train.dataset": "/d.jsonl"}
 
@@ -100,7 +100,7 @@ def test_render_prints_the_choice_on_stderr_and_the_job_on_stdout() -> None:
 
 def test_the_plan_reads_kernels_packing_and_checkpointing_from_the_spec() -> None:
     from mgft.plan.auto import job_of
-    from mgft.spec import Kernels
+    from mgft.spec.job import Kernels
 
     spec = build(**{"train.model": "/m/llama-3-8b", "resources.gpus": 4,
                     "train.kernels": "none", "train.packing": False,

@@ -7,14 +7,14 @@ import json
 
 import pytest
 from click.testing import CliRunner
-from mgft.cli import main
-from mgft.config import build_spec, merge
-from mgft.errors import SpecError
+from mgft.cli.main import main
 from mgft.plan.arch import KNOWN
 from mgft.plan.host import host, slurm_mem_bytes
 from mgft.plan.memory import Job
 from mgft.plan.pick import Budget, make_plan
-from mgft.spec import Strategy, Tuning
+from mgft.spec.build import build_spec, merge
+from mgft.spec.errors import SpecError
+from mgft.spec.job import Strategy, Tuning
 
 GIB = 2**30
 RUNTIME = 2 * GIB  # Assumptions.process_host_gib

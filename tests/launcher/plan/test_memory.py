@@ -18,7 +18,7 @@ from mgft.plan.memory import (
     param_bytes,
 )
 from mgft.plan.pick import candidates
-from mgft.spec import Kernels, Precision, Strategy, Tuning
+from mgft.spec.job import Kernels, Precision, Strategy, Tuning
 
 SMALL = Arch(name="small", family="llama", vocab=1000, hidden=64, intermediate=128, layers=2,
              heads=4, kv_heads=2, head_dim=16, tied=False)

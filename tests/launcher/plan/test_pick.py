@@ -8,7 +8,7 @@ import pytest
 from mgft.plan.arch import KNOWN
 from mgft.plan.memory import GIB, Assumptions, Job, estimate
 from mgft.plan.pick import PREFERENCE, Budget, candidates, make_plan, max_micro_batch
-from mgft.spec import Strategy, Tuning
+from mgft.spec.job import Strategy, Tuning
 
 A8 = KNOWN["llama-3-8b"]
 

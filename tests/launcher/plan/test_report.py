@@ -8,10 +8,10 @@ import sys
 
 import pytest
 from click.testing import CliRunner
-from mgft.cli import main
+from mgft.cli.main import main
 from mgft.plan.arch import KNOWN
 from mgft.plan.memory import GIB, Job, estimate
-from mgft.spec import Strategy, Tuning
+from mgft.spec.job import Strategy, Tuning
 
 from tests.launcher.imports import heavy_modules_after
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mgft.config import build_spec, merge
-from mgft.spec import JobSpec
+from mgft.spec.build import build_spec, merge
+from mgft.spec.job import JobSpec
 
 MODEL = "/models/llama"
 DATASET = "/data/train.jsonl"

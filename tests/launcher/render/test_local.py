@@ -4,7 +4,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from mgft.render.common import trainer_argv
+from mgft.contract.process import trainer_argv
 from mgft.render.local import local_command, render_local
 
 from tests.launcher.render import cases

@@ -16,11 +16,11 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from mgft.errors import SpecError
+from mgft.contract.process import trainer_argv
 from mgft.render import render
-from mgft.render.common import trainer_argv
-from mgft.render.k8s_pod import entry_command
+from mgft.render.pod import entry_command
 from mgft.render.sbatch import render_sbatch
+from mgft.spec.errors import SpecError
 
 from tests.k8s_operators import container_command, container_env
 from tests.launcher.render import cases

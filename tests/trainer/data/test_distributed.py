@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 from mgft_train import tiny as tiny_mod
 
 STEPS = 20

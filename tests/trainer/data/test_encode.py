@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import pytest
-from mgft.spec import Overlong
+from mgft.spec.job import Overlong
 from mgft_train.data.encode import IGNORE, encode_samples
 from mgft_train.data.formats import Row
 from mgft_train.data.templates import BUILTIN_CHAT_TEMPLATES, Sample, render_prompt, to_sample

@@ -3,7 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from mgft.spec import DataFormat
+from mgft.spec.job import DataFormat
 from mgft_train.data import read
 from mgft_train.data.formats import Chat, PromptCompletion, Row, Text
 from mgft_train.errors import UsageError

@@ -67,7 +67,7 @@ def test_flash_attention_and_unknown_kernels_get_one_flat_row():
 
 def test_the_trainers_lora_model_keeps_per_row_packing(tiny):
     """main asks flat_rows of the peft-wrapped model: its config must show through."""
-    from mgft.spec import TrainSpec
+    from mgft.spec.job import TrainSpec
     from mgft_train.distributed import Dist
     from mgft_train.model import load_model
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 from mgft_train import tiny as tiny_mod
 from mgft_train.data import encode, load_rows, make_loader, prepare, summary
 from mgft_train.data.split import held_out, split

@@ -56,7 +56,7 @@ def run_two(tiny: Tiny, prompts: Path, output: Path, cpu_job_env) -> subprocess.
 def one_process(tiny, prompt_file, tmp_path_factory) -> Path:
     import os
 
-    from mgft.envcontract import DIST_VARS, MGFT_DEVICE
+    from mgft.contract.env import DIST_VARS, MGFT_DEVICE
 
     out = tmp_path_factory.mktemp("one") / "out"
     saved = {k: os.environ.pop(k) for k in DIST_VARS if k in os.environ}
@@ -186,7 +186,7 @@ def test_chat_template_renders_messages_and_plain_prompts(tiny, tmp_path, single
                        + "\n" + json.dumps({"prompt": "two owl"}) + "\n")
     out = tmp_path / "out"
     assert main([f"--model={model}", f"--prompts={prompts}", f"--output={out}",
-                 "--chat-template=true", "--max-new-tokens=4"]) == 0
+                 "--chat-template=True", "--max-new-tokens=4"]) == 0
     tok = AutoTokenizer.from_pretrained(model)
     first, second = results(out)
     assert first["prompt"] == "<|system|>be brief</s><|user|>red fox</s><|assistant|>"
@@ -197,7 +197,7 @@ def test_chat_template_renders_messages_and_plain_prompts(tiny, tmp_path, single
 
 def test_missing_chat_template_is_one_line(tiny, prompt_file, tmp_path, capsys,
                                            single_process_env) -> None:
-    assert main(args(tiny, prompt_file, tmp_path / "o", "--chat-template=true")) == 2
+    assert main(args(tiny, prompt_file, tmp_path / "o", "--chat-template=True")) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"mgft-generate: --chat-template {tiny.model_dir}: the tokenizer has "
                           "no chat template")

@@ -27,7 +27,7 @@ def test_no_autocast_on_cpus_or_when_the_trainable_weights_are_bf16_already():
 
 
 def test_under_autocast_peft_stops_copying_adapter_inputs_to_fp32(tiny):
-    from mgft.spec import TrainSpec
+    from mgft.spec.job import TrainSpec
     from mgft_train import model
 
     net = model.load_model(TrainSpec(model=str(tiny.model_dir), dataset="d"),

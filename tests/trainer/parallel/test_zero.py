@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from mgft.spec import Strategy, TrainSpec
+from mgft.spec.job import Strategy, TrainSpec
 from mgft_train.optim import MAX_GRAD_NORM
 from mgft_train.parallel.zero import STAGES, deepspeed_config
 

@@ -15,8 +15,8 @@ import json
 import sys
 
 import torch
-from mgft.envcontract import DistEnv
-from mgft.spec import Strategy, TrainSpec, Tuning
+from mgft.contract.env import DistEnv
+from mgft.spec.job import Strategy, TrainSpec, Tuning
 from mgft_train import distributed, model, parallel
 from mgft_train.parallel import zero, zero3_linear
 

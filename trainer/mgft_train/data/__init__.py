@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mgft.spec import DataFormat, Overlong, TrainSpec
+from mgft.spec.job import DataFormat, Overlong, TrainSpec
 from torch.utils.data import DataLoader
 
 from mgft_train.data.batches import (

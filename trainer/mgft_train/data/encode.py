@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from mgft.spec import Overlong
+from mgft.spec.job import Overlong
 
 from mgft_train.data.templates import Sample
 

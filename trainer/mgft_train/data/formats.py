@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from mgft.spec import DataFormat
+from mgft.spec.job import DataFormat
 
 from mgft_train.data.files import RawRow
 from mgft_train.errors import UsageError

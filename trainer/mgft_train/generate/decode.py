@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mgft.generate.args import GenerateArgs
+from mgft.contract.generate import GenerateArgs
 
 from mgft_train.errors import UsageError
 from mgft_train.generate.prompts import Prompt

@@ -20,8 +20,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from mgft.envcontract import DistEnv, LaunchEnv
-from mgft.generate.args import GenerateArgs, from_argv
+from mgft.contract.env import DistEnv, LaunchEnv
+from mgft.contract.generate import GenerateArgs, parse
 
 from mgft_train import quiet
 from mgft_train.errors import UsageError
@@ -36,7 +36,7 @@ GROUP_TIMEOUT = timedelta(days=7)
 
 def main(argv: Sequence[str] | None = None) -> int:
     quiet.install()
-    args = from_argv(sys.argv[1:] if argv is None else argv, prog=PROG)  # exits 2 on bad flags
+    args = parse(sys.argv[1:] if argv is None else argv, prog=PROG)  # exits 2 on bad flags
     env = DistEnv.from_env()
     # Everything that can be wrong with the inputs is found before any rank waits on another.
     try:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 
 import torch
-from mgft.spec import Strategy, TrainSpec
+from mgft.spec.job import Strategy, TrainSpec
 
 from mgft_train.distributed import Dist
 from mgft_train.parallel.engine import Engine

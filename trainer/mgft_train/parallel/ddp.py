@@ -6,7 +6,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 from torch.nn.parallel import DistributedDataParallel
 
 from mgft_train import optim

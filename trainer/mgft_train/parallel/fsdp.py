@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 
 from mgft_train import optim
 from mgft_train.distributed import Dist

@@ -9,7 +9,7 @@ are kept in step with DDP.
 from __future__ import annotations
 
 import torch
-from mgft.spec import TrainSpec
+from mgft.spec.job import TrainSpec
 from torch.nn.parallel import DistributedDataParallel
 
 from mgft_train import optim

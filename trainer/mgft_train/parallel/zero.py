@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from mgft.spec import Strategy, TrainSpec
+from mgft.spec.job import Strategy, TrainSpec
 
 from mgft_train import optim
 from mgft_train.distributed import Dist
