@@ -18,7 +18,7 @@ install: $(BIN)/.installed
 # A tiny Llama, tokenizer and instruction set built here (no download), then a real
 # 2-process DDP LoRA fine-tune on CPU with gloo through `mgft submit --backend local`.
 demo: install
-	$(BIN)/python -m mgft_train.tiny --out $(DEMO)/assets --force
+	$(BIN)/python -m mgft_train.demo_assets --out $(DEMO)/assets --force
 	rm -rf $(DEMO)/run
 	$(BIN)/mgft submit --backend local --gpus 0 --nproc-per-node 2 --strategy ddp \
 		--model $(DEMO)/assets/model --dataset $(DEMO)/assets/data.jsonl \

@@ -25,7 +25,7 @@ def build_model(arch: str, out: Path, seed: int = 0) -> Path:
     if marker.is_file() and json.loads(marker.read_text()).get("arch") == arch:
         return out
     import torch
-    from mgft_train import tiny
+    from mgft_train import demo_assets as tiny
     from mgft_train.data import render_prompt
 
     rows = tiny.make_rows(256, seed)
@@ -60,7 +60,7 @@ def training_rows(model_dir: Path, out: Path, n: int, seq_len: int, seed: int = 
     as the plan assumes for packed ones; `first_full` makes the first row longer than
     seq_len, so the trainer's evaluation pass (the first rows, padded to the longest) is
     seq_len wide, as the plan assumes."""
-    from mgft_train.tiny import WORDS
+    from mgft_train.demo_assets import WORDS
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -80,7 +80,7 @@ def training_rows(model_dir: Path, out: Path, n: int, seq_len: int, seed: int = 
 def prompt_rows(out: Path, n: int, seed: int = 0, min_words: int = 8,
                 max_words: int = 96) -> Path:
     """Plain prompts of varied length: the fixed set a scaling run generates for."""
-    from mgft_train.tiny import WORDS
+    from mgft_train.demo_assets import WORDS
 
     rng = random.Random(seed)
     with open(out, "w", encoding="utf-8") as f:
@@ -101,7 +101,7 @@ def model_config(arch: str, out: Path, seed: int = 0) -> Path:
     marker = out / CONFIG_MARKER
     if marker.is_file() and json.loads(marker.read_text()) == {"arch": arch, "seed": seed}:
         return out
-    from mgft_train import tiny
+    from mgft_train import demo_assets as tiny
     from mgft_train.data import render_prompt
 
     rows = tiny.make_rows(256, seed)
@@ -129,7 +129,7 @@ def sft_rows(model_dir: Path, out: Path, n: int, lengths: tuple[int, int] = (128
     included), counted as mgft and TRL both encode a row: BOS, prompt, completion, EOS.
     The completion repeats the prompt's words, so the loss has somewhere to fall. Every row
     is checked both ways of tokenizing it; returns each row's length."""
-    from mgft_train.tiny import WORDS
+    from mgft_train.demo_assets import WORDS
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

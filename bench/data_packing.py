@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 from mgft.spec.job import TrainSpec
-from mgft_train import tiny
+from mgft_train import demo_assets as tiny
 from mgft_train.data import flat_rows, label_tokens, make_loader, prepare, real_tokens
 from mgft_train.data.formats import Row
 from mgft_train.loop import loss_sum

@@ -83,7 +83,7 @@ def main() -> None:
         record["exclusive"] = run(out, "gpu-ids-0-exclusive",
                                   [*MGFT, "gpus", "--gpu-ids", "0", "--exclusive"], env)
         tiny = out / "tiny"
-        run(out, "tiny-build", [sys.executable, "-m", "mgft_train.tiny", "--out", str(tiny),
+        run(out, "tiny-build", [sys.executable, "-m", "mgft_train.demo_assets", "--out", str(tiny),
                                 "--force"], env)
         job = ["--backend", "local", "--gpus", "2", "--model", str(tiny / "model"),
                "--dataset", str(tiny / "data.jsonl"), "--output", str(out / "run"),

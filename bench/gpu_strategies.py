@@ -28,7 +28,8 @@ GiB = 1024**3
 def assets(root: Path, preset: str, weights: bool) -> Path:
     out = root / (f"{preset}-weights" if weights else preset)
     if not (out / "data.jsonl").exists():
-        subprocess.run([sys.executable, "-m", "mgft_train.tiny", "--out", str(out), "--preset",
+        subprocess.run([sys.executable, "-m", "mgft_train.demo_assets", "--out", str(out),
+                        "--preset",
                         preset, "--rows", "1024", "--force",
                         "--weights" if weights else "--no-weights"], check=True)
     return out
@@ -116,7 +117,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--timeout", type=int, default=150, help="seconds per run")
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--preset", default="llama-1b", help="mgft_train.tiny preset")
+    parser.add_argument("--preset", default="llama-1b", help="mgft_train.demo_assets preset")
     parser.add_argument("--work", type=Path, default=Path("/tmp/mgft-bench"),
                         help="assets and run outputs (large)")
     parser.add_argument("--lr", default="1e-3")
@@ -131,7 +132,7 @@ def main() -> None:
 
 
 def write(rows: list[dict], args: argparse.Namespace) -> None:
-    result = {"model": "Llama architecture, 1.06B parameters (mgft_train.tiny --preset "
+    result = {"model": "Llama architecture, 1.06B parameters (mgft_train.demo_assets --preset "
               "llama-1b), random init; LoRA r=16 on all linear layers",
               "setup": {"steps": args.steps, "seq_len": 512, "micro_batch": 4, "grad_accum": 1,
                         "lr": args.lr,

@@ -55,7 +55,7 @@ EVAL_ROWS = 18  # not a multiple of 2 ranks x 4 rows: one rank gets a batch fewe
 
 @pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Tiny:
-    from mgft_train import tiny as tiny_mod
+    from mgft_train import demo_assets as tiny_mod
 
     root = tmp_path_factory.mktemp("tiny")
     data = tiny_mod.build(root, rows=256, seed=0)

@@ -85,8 +85,21 @@ def helm_template(values: dict[str, Any], tmp_path: Path, namespace: str,
                 "--kube-version", "1.33.0", check=check)
 
 
+def trainer_spec(command: list[str]) -> Any:
+    """The TrainSpec a container's command hands the trainer (after `-- -m mgft_train`), with
+    the kubelet's `$$` undone: floats may be written differently by Go and Python, and what
+    must agree is what the trainer parses."""
+    from mgft.contract.argv import parse_train
+
+    tail = command[command.index("mgft_train") + 1:]
+    return parse_train([word.replace("$$", "$") for word in tail])
+
+
 def normalized(doc: dict[str, Any]) -> dict[str, Any]:
     def strip(node: Any) -> Any:
+        if isinstance(node, list) and "mgft_train" in node:
+            at = node.index("mgft_train")
+            return [*node[:at + 1], trainer_spec(node)]
         if isinstance(node, dict):
             return {k: strip(v) for k, v in node.items()
                     if not any(k == key for _, key in HELM_ONLY)
@@ -192,6 +205,46 @@ def test_values_schema_is_the_mgft_job_schema(request: pytest.FixtureRequest) ->
         path.write_text(json.dumps(expected, indent=2) + "\n")
     assert json.loads(path.read_text()) == expected, (
         "values.schema.json is out of date: run `make golden` and review the diff")
+
+
+def test_generated_helpers_are_current(request: pytest.FixtureRequest) -> None:
+    from mgft.render.chart import generated_helpers
+
+    path = CHART / "templates" / "_generated.tpl"
+    if request.config.getoption("--update-golden"):
+        path.write_text(generated_helpers())
+    assert path.read_text() == generated_helpers(), (
+        "charts/mgft/templates/_generated.tpl is out of date: run `make golden` and review "
+        "the diff")
+
+
+def test_every_train_field_reaches_the_trainer_from_the_chart(tmp_path: Path) -> None:
+    """Each TrainSpec field set to a value other than its default, through helm: the trainer
+    parses back exactly what the job file says (so a field added to TrainSpec cannot be
+    missed by the chart)."""
+    from mgft.contract.argv import parse_train
+
+    train = {"model": "/m", "dataset": "/d e.jsonl", "output": "out $(x)", "strategy": "fsdp",
+             "tuning": "qlora", "max_steps": 1000000, "epochs": 2.5, "lr": 1e-05,
+             "micro_batch": 3, "grad_accum": 7, "seq_len": 333, "seed": 11, "lora_r": 4,
+             "lora_alpha": 8.5, "lora_dropout": 0.0, "data_format": "messages",
+             "chat_template": "chatml", "train_on_prompt": True, "packing": False,
+             "overlong": "drop", "eval_split": 0.125, "eval_every": 9, "kernels": "none",
+             "activation_checkpointing": True, "precision": "bf16", "lora_targets": "q_proj",
+             "save": "final", "save_every": 5, "keep_checkpoints": 1, "save_merged": True,
+             "random_init": True}
+    spec = build_spec({"backend": "k8s", "image": "i:1", "train": train, "name": "every"})
+    defaults = TrainSpec(model="", dataset="")
+    unchanged = [f.name for f in dataclasses.fields(TrainSpec)
+                 if f.name not in ("model", "dataset", "eval_dataset")
+                 and getattr(spec.train, f.name) == getattr(defaults, f.name)]
+    assert unchanged == [], "give these fields a non-default value in this test"
+    values = {"image": "i:1", "name": "every", "train": train}
+    doc = by_kind(helm_template(values, tmp_path, "default").stdout)["PyTorchJob"]
+    command = doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"][
+        "containers"][0]["command"]
+    tail = command[command.index("mgft_train") + 1:]
+    assert parse_train([w.replace("$$", "$") for w in tail]) == spec.train
 
 
 def test_values_defaults_are_mgft_defaults() -> None:

@@ -50,8 +50,11 @@ def resolve_device(launch: LaunchEnv, env: DistEnv) -> torch.device:
     return torch.device("cuda", env.local_rank)
 
 
-def init(env: DistEnv, device: torch.device) -> Dist:
-    """Join the process group torchrun describes; a plain `python -m` run joins none."""
+def init(env: DistEnv, device: torch.device, *, backend: str | None = None,
+         timeout: timedelta | None = None) -> Dist:
+    """Join the process group torchrun describes; a plain `python -m` run joins none.
+    `backend` "gloo" gives a GPU job a CPU group for a few barriers (generation never
+    communicates tensors); `timeout` replaces the env contract's MGFT_DIST_TIMEOUT."""
     # DeepSpeed (imported by transformers whenever it is installed) picks its accelerator at
     # import time: name it, so a CPU run on a GPU host does not pick CUDA, nor warn that it
     # guessed.
@@ -60,12 +63,12 @@ def init(env: DistEnv, device: torch.device) -> Dist:
         torch.cuda.set_device(device)  # before init, so NCCL binds this rank to its own GPU
     if not env.distributed:
         return Dist(rank=0, local_rank=0, world_size=1, device=device, backend="none")
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    kwargs = {"device_id": device} if device.type == "cuda" else {}
-    if device.type == "cuda":
+    backend = backend or ("nccl" if device.type == "cuda" else "gloo")
+    kwargs = {"device_id": device} if backend == "nccl" else {}
+    if backend == "nccl":
         _prepare_nccl(env)
     # A dead rank fails the job after this long, not torch's default 10 (NCCL) or 30 (gloo) min.
-    timeout = timedelta(seconds=CommEnv.from_env().timeout_s)
+    timeout = timeout or timedelta(seconds=CommEnv.from_env().timeout_s)
     dist.init_process_group(backend=backend, store=attempt_store(env), rank=env.rank,
                             world_size=env.world_size, timeout=timeout, **kwargs)
     return Dist(rank=dist.get_rank(), local_rank=env.local_rank,

@@ -1,6 +1,7 @@
 {{/*
 The chart renders the same objects as `mgft render --backend k8s` for the same job file (a test
-compares them). Keep it in step with launcher/mgft/render/ and templates/ there.
+compares them). Keep it in step with launcher/mgft/render/ and templates/ there. The trainer's
+flags and the fabric presets are data generated from Python (_generated.tpl).
 */}}
 
 {{- define "mgft.name" -}}
@@ -66,57 +67,23 @@ kueue.x-k8s.io/queue-name: {{ . | toJson }}
 {{- end }}
 {{- end -}}
 
-{{/* A float as Python's str() writes it, so trainer flags match `mgft render` exactly. */}}
-{{- define "mgft.pyfloat" -}}
-{{- $v := float64 . -}}
-{{- $a := ternary $v (mulf $v -1.0) (ge $v 0.0) -}}
-{{- if and (eq $v (floor $v)) (lt $a 1e16) -}}{{ printf "%.1f" $v }}
-{{- else if and (ge $a 0.0001) (lt $a 1e16) -}}{{ toJson $v }}
-{{- else -}}{{ toString $v }}{{- end -}}
-{{- end -}}
-
-{{/* What torchrun runs: the trainer module and every TrainSpec field as --flag=value. */}}
+{{/* What torchrun runs: the trainer module and every TrainSpec field that has a value, as
+--flag=value, in the order and with the flags of mgft.trainFields (_generated.tpl). A float
+is written as Go writes it (1e-05 may read 0.00001): the trainer parses the same number. */}}
 {{- define "mgft.trainerArgs" -}}
 {{- $t := .Values.train -}}
 {{- $args := list "-m" "mgft_train" -}}
-{{- range $key := list "model" "dataset" "output" "strategy" "tuning" -}}
-{{- $args = append $args (printf "--%s=%s" $key (toString (index $t $key))) -}}
+{{- range (include "mgft.trainFields" . | fromJsonArray) -}}
+{{- $v := index $t (index . 0) -}}
+{{- $kind := index . 2 -}}
+{{- if not (kindIs "invalid" $v) -}}
+{{- $text := toString $v -}}
+{{- if eq $kind "int" }}{{ $text = printf "%d" (int64 $v) }}
+{{- else if eq $kind "float" }}{{ $text = toJson (float64 $v) }}
+{{- else if eq $kind "bool" }}{{ $text = ternary "True" "False" $v }}{{ end -}}
+{{- $args = append $args (printf "%s=%s" (index . 1) $text) -}}
 {{- end -}}
-{{- if not (kindIs "invalid" $t.max_steps) -}}
-{{- $args = append $args (printf "--max-steps=%d" (int $t.max_steps)) -}}
 {{- end -}}
-{{- $args = append $args (printf "--epochs=%s" (include "mgft.pyfloat" $t.epochs)) -}}
-{{- $args = append $args (printf "--lr=%s" (include "mgft.pyfloat" $t.lr)) -}}
-{{- range $key := list "micro_batch" "grad_accum" "seq_len" "seed" "lora_r" -}}
-{{- $args = append $args (printf "--%s=%d" (replace "_" "-" $key) (int (index $t $key))) -}}
-{{- end -}}
-{{- $args = append $args (printf "--lora-alpha=%s" (include "mgft.pyfloat" $t.lora_alpha)) -}}
-{{- $args = append $args (printf "--lora-dropout=%s" (include "mgft.pyfloat" $t.lora_dropout)) -}}
-{{- $args = append $args (printf "--data-format=%s" $t.data_format) -}}
-{{- if not (kindIs "invalid" $t.chat_template) -}}
-{{- $args = append $args (printf "--chat-template=%s" $t.chat_template) -}}
-{{- end -}}
-{{- $args = append $args (printf "--train-on-prompt=%s" (ternary "True" "False" $t.train_on_prompt)) -}}
-{{- $args = append $args (printf "--packing=%s" (ternary "True" "False" $t.packing)) -}}
-{{- $args = append $args (printf "--overlong=%s" $t.overlong) -}}
-{{- if not (kindIs "invalid" $t.eval_dataset) -}}
-{{- $args = append $args (printf "--eval-dataset=%s" $t.eval_dataset) -}}
-{{- end -}}
-{{- if not (kindIs "invalid" $t.eval_split) -}}
-{{- $args = append $args (printf "--eval-split=%s" (include "mgft.pyfloat" $t.eval_split)) -}}
-{{- end -}}
-{{- if not (kindIs "invalid" $t.eval_every) -}}
-{{- $args = append $args (printf "--eval-every=%d" (int $t.eval_every)) -}}
-{{- end -}}
-{{- $args = append $args (printf "--kernels=%s" $t.kernels) -}}
-{{- $args = append $args (printf "--activation-checkpointing=%s" (ternary "True" "False" $t.activation_checkpointing)) -}}
-{{- $args = append $args (printf "--precision=%s" $t.precision) -}}
-{{- $args = append $args (printf "--lora-targets=%s" $t.lora_targets) -}}
-{{- $args = append $args (printf "--save=%s" $t.save) -}}
-{{- $args = append $args (printf "--save-every=%d" (int $t.save_every)) -}}
-{{- $args = append $args (printf "--keep-checkpoints=%d" (int $t.keep_checkpoints)) -}}
-{{- $args = append $args (printf "--save-merged=%s" (ternary "True" "False" $t.save_merged)) -}}
-{{- $args = append $args (printf "--random-init=%s" (ternary "True" "False" $t.random_init)) -}}
 {{- toJson $args -}}
 {{- end -}}
 
@@ -145,20 +112,6 @@ $(VAR) expansion hands the process every word unchanged. */}}
 
 {{/* mgft's defaults (a user's env may change their value, not their place), the user's
 other variables by name, then secret references. */}}
-{{/* The static variables of each --fabric preset: launcher/mgft/comm/fabric.py PRESETS (a test
-keeps the two equal). */}}
-{{- define "mgft.fabricPresets" -}}
-{{- dict
-  "auto" (list)
-  "nvlink" (list (list "NCCL_P2P_LEVEL" "NVL"))
-  "pcie" (list (list "NCCL_P2P_LEVEL" "PXB"))
-  "infiniband" (list (list "NCCL_IB_DISABLE" "0") (list "NCCL_IB_TIMEOUT" "22"))
-  "roce" (list (list "NCCL_IB_DISABLE" "0") (list "NCCL_IB_ROCE_VERSION_NUM" "2"))
-  "ethernet" (list (list "NCCL_IB_DISABLE" "1") (list "NCCL_SOCKET_NTHREADS" "4") (list "NCCL_NSOCKS_PERTHREAD" "4"))
-  "efa" (list (list "FI_PROVIDER" "efa") (list "FI_EFA_USE_DEVICE_RDMA" "1") (list "FI_EFA_FORK_SAFE" "1"))
-  | toJson -}}
-{{- end -}}
-
 {{- define "mgft.env" -}}
 {{- $user := .Values.env | default dict -}}
 {{- $gpu := gt (int .Values.resources.gpus) 0 -}}

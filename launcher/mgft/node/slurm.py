@@ -1,8 +1,8 @@
 """What runs once on each node of a Slurm job: torchrun, with preemption handled.
 
-Both ways of submitting run this code. `mgft submit --backend slurm` pickles a
-`mgft.node.slurm_task.NodeTask` that calls `run`; the rendered sbatch script runs
-`srun python3 -m mgft.node.slurm torchrun ...`, which is `main` below.
+Both ways of submitting run this code through `mgft.node.slurm_task.NodeTask`: `mgft submit
+--backend slurm` pickles one for submitit, the rendered sbatch script runs
+`srun python3 -m mgft.node.slurm_task ...`.
 
 Signals. Slurm signals every process of a job step: USR2 before the time limit or from
 `scancel --signal=USR2`, TERM from scancel, `scontrol requeue` or preemption.
@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
-from mgft.contract.env import NodeEnv, SlurmEnv
+from mgft.contract.env import SlurmEnv
 from mgft.contract.exitcodes import OK, PREEMPTED
 from mgft.node.failure import FailureScan
 
@@ -48,13 +48,6 @@ PREFIX = "mgft-node:"
 
 def rdzv_port(job_id: str) -> int:
     return RDZV_PORT_BASE + int(job_id) % RDZV_PORT_SPAN
-
-
-def torchrun_argv(torchrun: str, options: Sequence[str], after: Sequence[str], *,
-                  head_node: str, job_id: str) -> list[str]:
-    """torchrun on every node: c10d rendezvous on the first node, run id = the job id."""
-    return [torchrun, *options, f"--rdzv-endpoint={head_node}:{rdzv_port(job_id)}",
-            f"--rdzv-id={job_id}", *after]
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -214,26 +207,3 @@ def settle(outcome: Outcome, slurm: SlurmEnv, requeue: Callable[[str], None]) ->
         return PREEMPTED
     log(f"the trainer saved a checkpoint; requeued job {slurm.job_id}, which resumes from it")
     return OK
-
-
-def _nproc(argv: Sequence[str]) -> int | None:
-    for word in argv:
-        if word.startswith("--nproc-per-node="):
-            value = word.partition("=")[2]
-            return int(value) if value.isdigit() else None
-    return None
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m mgft.node.slurm torchrun ARGS...` in each task of the rendered script."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    if not args:
-        print("usage: python -m mgft.node.slurm torchrun [torchrun arguments]", file=sys.stderr)
-        return 2
-    slurm = SlurmEnv.from_env()
-    env = os.environ | NodeEnv(is_host=slurm.node_id == 0).to_env()
-    return settle(run(args, env, nproc=_nproc(args)), slurm, scontrol_requeue)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -8,8 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
-from mgft.backends.slurm import options
 from mgft.node.slurm_task import NodeTask
+from mgft.render import slurm_job as options
 
 from tests.launcher.render import cases
 from tests.slurm_cluster import Cluster
@@ -30,9 +30,9 @@ def submit_contract_job(slurm_cluster: Cluster, tmp_path: Path, slurm_jobs: list
     executor.update_parameters(**options.submitit_parameters(spec))
     out = tmp_path / "out"
     out.mkdir()
-    task = NodeTask(torchrun_options=options.torchrun_options(spec),
+    task = NodeTask(nnodes=2, nproc=2,
                     torchrun_after=[str(WORKER), str(out), str(STEPS)],
-                    env={"PYTHONUNBUFFERED": "1"}, nproc=2)
+                    env={"PYTHONUNBUFFERED": "1"})
     job = executor.submit(task)
     slurm_jobs.append(job.job_id)
 

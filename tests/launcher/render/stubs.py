@@ -1,6 +1,8 @@
 """Run rendered shell with stand-ins for srun, scontrol and torchrun that record what they get.
 
-Executing the script (rather than reading it) proves what bash really passes to torchrun.
+Executing the script (rather than reading it) proves what bash really passes to torchrun. An
+sbatch script's `python3 -m mgft.node.slurm_task` runs for real (this interpreter, this mgft);
+only its torchrun lookup is pointed at the recording stand-in on PATH.
 """
 
 from __future__ import annotations
@@ -18,6 +20,15 @@ _SCONTROL = """#!/bin/bash
 [ "$1 $2" = "show hostnames" ] || exit 9
 printf 'node1\\nnode2\\n'
 """
+_PYTHON3 = f"""#!/bin/bash
+if [ "$1 $2" = "-m mgft.node.slurm_task" ]; then
+  shift 2
+  exec {sys.executable} -c 'import sys, mgft.node.slurm_task as t
+t.torchrun_path = lambda: "torchrun"
+sys.exit(t.main(sys.argv[1:]))' "$@"
+fi
+exec {sys.executable} "$@"
+"""
 _TORCHRUN = """#!/bin/bash
 printf '%s\\0' "$@" > "$RECORD_DIR/argv"
 env -0 > "$RECORD_DIR/env"
@@ -26,7 +37,8 @@ env -0 > "$RECORD_DIR/env"
 
 def _write_stubs(bin_dir: Path, overrides: dict[str, str]) -> None:
     bin_dir.mkdir(parents=True, exist_ok=True)
-    stubs = {"srun": _SRUN, "scontrol": _SCONTROL, "torchrun": _TORCHRUN} | overrides
+    stubs = {"srun": _SRUN, "scontrol": _SCONTROL, "torchrun": _TORCHRUN,
+             "python3": _PYTHON3} | overrides
     for name, body in stubs.items():
         path = bin_dir / name
         path.write_text(body)
@@ -38,7 +50,6 @@ def run_recorded(script: str, workdir: Path, extra_env: dict[str, str] | None = 
     """Run `script` with bash; return torchrun's argv (without argv[0]) and environment.
     `stubs` replaces or adds stand-in commands (name -> script)."""
     _write_stubs(workdir / "bin", stubs or {})
-    # This interpreter's directory next: the sbatch script runs `python3 -m mgft.slurm...`.
     path = f"{workdir / 'bin'}:{Path(sys.executable).parent}:{os.environ['PATH']}"
     env = {"PATH": path, "RECORD_DIR": str(workdir),
            "HOME": str(workdir)} | (extra_env or {})

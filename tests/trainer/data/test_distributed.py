@@ -8,7 +8,7 @@ import sys
 
 import pytest
 from mgft.spec.job import TrainSpec
-from mgft_train import tiny as tiny_mod
+from mgft_train import demo_assets as tiny_mod
 
 STEPS = 20
 SEQ_LEN = 256

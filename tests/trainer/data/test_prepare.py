@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from mgft.spec.job import DataFormat, Overlong, TrainSpec
-from mgft_train import tiny as tiny_mod
+from mgft_train import demo_assets as tiny_mod
 from mgft_train.data import IGNORE, make_loader, prepare, summary
 from mgft_train.errors import UsageError
 

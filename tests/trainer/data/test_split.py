@@ -10,7 +10,7 @@ import random
 
 import pytest
 from mgft.spec.job import TrainSpec
-from mgft_train import tiny as tiny_mod
+from mgft_train import demo_assets as tiny_mod
 from mgft_train.data import encode, load_rows, make_loader, prepare, summary
 from mgft_train.data.split import held_out, split
 from mgft_train.data.templates import BUILTIN_CHAT_TEMPLATES

@@ -21,7 +21,7 @@ def test_one_gpu_holds_everything_and_zero_gpus_is_an_error():
 
 @pytest.mark.parametrize("gpus", [2, 3])
 def test_device_map_of_the_1b_preset_covers_every_parameter_once(gpus):
-    from mgft_train.tiny import PRESETS
+    from mgft_train.demo_assets import PRESETS
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     config = LlamaConfig(**PRESETS["llama-1b"].config)

@@ -18,14 +18,18 @@ import time
 from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mgft.contract.env import DistEnv, LaunchEnv
+from mgft.contract.exitcodes import USAGE
 from mgft.contract.generate import GenerateArgs, parse
 
 from mgft_train import quiet
 from mgft_train.errors import UsageError
 from mgft_train.progress import format_eta
+
+if TYPE_CHECKING:  # distributed imports torch: not before the flags are checked
+    from mgft_train.distributed import Dist
 
 PROG = "mgft-generate"
 # Ranks wait for the slowest shard before merging; that can take hours, and gloo's default
@@ -53,25 +57,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = resolve_device(LaunchEnv.from_env(), env)
     except UsageError as err:
         print(err.report(PROG, env.rank), file=sys.stderr)
-        return 2
+        return USAGE
     _quiet_hf()
-    group = join(env)
-    try:
-        run(args, env, device, tokenizer, items, settings, group)
-    except BaseException as err:
-        if group:
-            import torch.distributed as dist
+    from mgft_train import distributed
 
-            dist.destroy_process_group()
+    # A gloo group for the few barriers: generation itself never communicates, so it needs
+    # no NCCL communicator (nor its GPU memory).
+    ctx = distributed.init(env, device, backend="gloo", timeout=GROUP_TIMEOUT)
+    try:
+        run(args, device, tokenizer, items, settings, ctx)
+    except BaseException as err:
+        distributed.abandon(ctx)
         if isinstance(err, UsageError):  # found while generating (--batch-size 1 too big)
             print(f"{PROG}: rank {env.rank}: {err}", file=sys.stderr)
-            return 2
+            return USAGE
         raise
-    if group:
-        import torch.distributed as dist
-
-        dist.barrier()  # gloo aborts at random at exit without it (cpu-gloo-training.md)
-        dist.destroy_process_group()
+    distributed.teardown(ctx)
     return 0
 
 
@@ -100,26 +101,16 @@ def settings_of(args: GenerateArgs, prompts_sha256: str, count: int) -> dict[str
             "chat_template": args.chat_template}
 
 
-def join(env: DistEnv) -> bool:
-    """A gloo group for the few barriers: generation itself never communicates, so it needs
-    no NCCL communicator (nor its GPU memory)."""
-    if not env.distributed:
-        return False
-    import torch.distributed as dist
-
-    dist.init_process_group(backend="gloo", timeout=GROUP_TIMEOUT)
-    return True
-
-
-def run(args: GenerateArgs, env: DistEnv, device: Any, tokenizer: Any, items: list,
-        settings: dict[str, Any], group: bool) -> None:
+def run(args: GenerateArgs, device: Any, tokenizer: Any, items: list,
+        settings: dict[str, Any], ctx: Dist) -> None:
+    from mgft_train import distributed
     from mgft_train.generate import decode, prompts, store
 
-    rank, world = (env.rank, env.world_size) if group else (0, 1)
+    rank, world = ctx.rank, ctx.world_size
     done = store.read_done(args.output)  # every rank, before any rank appends
     if rank == 0:
         store.write_settings(args.output, settings)
-    _barrier(group)
+    distributed.barrier(ctx)
     todo = [p for p in items if p.index not in done]
     if not todo:  # the same on every rank: all read `done` before the barrier
         if rank == 0:
@@ -159,10 +150,10 @@ def run(args: GenerateArgs, env: DistEnv, device: Any, tokenizer: Any, items: li
                   "load_s": loaded - start, "generate_s": time.perf_counter() - loaded,
                   "batch_s": batch_s, "batch_size": used,
                   "peak_memory_bytes": _peak_memory(device)}
-    stats = _gather(mine_stats, world, group)
+    stats: list[Any] = distributed.gather(mine_stats, ctx)
     if rank == 0:
         path = store.merge(args.output, items)
-        report = metrics(args, stats, device, len(items), len(done), group)
+        report = metrics(args, stats, device, len(items), len(done), ctx.backend)
         store.write_metrics(args.output, report)
         print(f"{PROG}: {len(items)} prompts ({report['generated_now']} generated now, "
               f"{len(done)} already done) on {world} x {device.type}; "
@@ -182,33 +173,16 @@ def _nothing_to_do(output: str, items: list) -> None:
 
 
 def metrics(args: GenerateArgs, stats: list[dict[str, Any]], device: Any, total: int,
-            skipped: int, group: bool) -> dict[str, Any]:
+            skipped: int, backend: str) -> dict[str, Any]:
     slowest = max(s["generate_s"] for s in stats)
     tokens = sum(s["completion_tokens"] for s in stats)
-    return {"world_size": len(stats), "backend": "gloo" if group else "none",
+    return {"world_size": len(stats), "backend": backend,
             "device": device.type, "prompts": total, "already_done": skipped,
             "generated_now": sum(s["prompts"] for s in stats), "completion_tokens": tokens,
             "generate_s": slowest, "tokens_per_s": tokens / slowest if slowest > 0 else 0.0,
             "load_s": max(s["load_s"] for s in stats),
             "peak_memory_bytes": max(s["peak_memory_bytes"] for s in stats),
             "ranks": stats, "args": dataclasses.asdict(args)}
-
-
-def _barrier(group: bool) -> None:
-    if group:
-        import torch.distributed as dist
-
-        dist.barrier()
-
-
-def _gather(mine: dict[str, Any], world: int, group: bool) -> list[dict[str, Any]]:
-    if not group:
-        return [mine]
-    import torch.distributed as dist
-
-    out: list[Any] = [None] * world
-    dist.all_gather_object(out, mine)
-    return out
 
 
 def _peak_memory(device: Any) -> int:

@@ -1,7 +1,8 @@
 """Slurm: submit through submitit; status, logs, cancel and list through Slurm's own commands.
 
 Thin: the side effects (submitit, squeue, sacct, scancel, scontrol, log files) are here; what
-they mean is worked out in mgft.slurm.*. submitit is imported only by `submit`.
+they mean is worked out in mgft.backends.slurm.{queue,logs,registry}, and what the job is in
+mgft.render.slurm_job. submitit is imported only by `submit`.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ from pathlib import Path
 
 from mgft.backends.query import JobQuery
 from mgft.backends.slurm import logs as log_files
-from mgft.backends.slurm import options, registry
 from mgft.backends.slurm import queue as jobs
+from mgft.backends.slurm import registry
 from mgft.backends.slurm.queue import JobState
-from mgft.contract.process import job_env
+from mgft.render import slurm_job as options
 from mgft.spec.errors import SubmitError
 from mgft.spec.job import JobSpec, SlurmContainer
 
@@ -75,8 +76,6 @@ def _python(spec: JobSpec) -> str:
 
 
 def submit(spec: JobSpec) -> int:
-    from mgft.node.slurm_task import NodeTask
-
     _slurm("sinfo", "--noheader", "--summarize")  # reachable, before anything is written
     try:
         import submitit
@@ -88,9 +87,7 @@ def submit(spec: JobSpec) -> int:
     folder = output / "slurm"
     executor = submitit.SlurmExecutor(folder=folder, python=_python(spec))
     executor.update_parameters(**options.submitit_parameters(spec))
-    task = NodeTask(torchrun_options=options.torchrun_options(spec),
-                    torchrun_after=options.torchrun_after(spec),
-                    env=job_env(spec), nproc=spec.nproc_per_node)
+    task = options.node_task(spec)
     said = io.StringIO()
     try:
         with contextlib.redirect_stderr(said):  # submitit prints sbatch's errors too

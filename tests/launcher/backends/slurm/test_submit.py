@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Tiny
-from tests.launcher.backends.slurm.test_options import sbatch_lines
+from tests.launcher.render.test_slurm_job import sbatch_lines
 from tests.slurm_cluster import Cluster
 
 STEPS = 25

@@ -25,26 +25,16 @@ export MGFT_DEVICE=cuda
 export MGFT_JOB_NAME=mgft-llama-da681aa5
 export MGFT_BACKEND=slurm
 
-# Rendezvous on the allocation's first node, on a port derived from the job id so that
-# jobs sharing a node never collide on a fixed 29500. mgft.slurm.nodelist expands the node
-# list where mgft is installed; scontrol is the fallback.
-if ! head_node=$(python3 -m mgft.slurm.nodelist --first "$SLURM_JOB_NODELIST" 2>/dev/null); then
-  mapfile -t nodes < <(scontrol show hostnames "$SLURM_JOB_NODELIST")
-  head_node=${nodes[0]}
-fi
-rdzv_port=$((20000 + SLURM_JOB_ID % 20000))
-
-# One task per node. mgft.slurm.node runs torchrun there with is_host=1 on SLURM_NODEID 0
-# only (it hosts the c10d store), passes USR2 on to the trainer processes, and requeues the
-# job when they stopped at a checkpoint (exit 75); the requeued job resumes from it.
+# One task per node. mgft.node.slurm_task runs torchrun there: the head node (the first of
+# SLURM_JOB_NODELIST) hosts the c10d store, on a port derived from the job id so that jobs
+# sharing a node never collide on a fixed 29500. It passes USR2 on to the trainer processes
+# and requeues the job when they stopped at a checkpoint (exit 75); the requeued job resumes
+# from it. `mgft submit --backend slurm` runs the same task through submitit.
 srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
-  python3 -m mgft.slurm.node \
-  torchrun \
+  python3 -m mgft.node.slurm_task \
   --nnodes=4 \
   --nproc-per-node=8 \
-  --rdzv-backend=c10d \
-  --rdzv-endpoint="$head_node:$rdzv_port" \
-  --rdzv-id="$SLURM_JOB_ID" \
+  -- \
   --log-dir=output/logs \
   --tee=3 \
   -m \

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from mgft_train import tiny
+from mgft_train import demo_assets as tiny
 from mgft_train.data import load_rows, render_prompt
 
 

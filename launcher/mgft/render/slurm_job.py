@@ -9,14 +9,14 @@ from __future__ import annotations
 from pathlib import PurePath
 from typing import Any
 
-from mgft.contract.process import trainer_argv
-from mgft.node import slurm as node
+from mgft.contract.process import job_env, trainer_argv
+from mgft.node.slurm_task import NodeTask
 from mgft.spec.job import JobSpec, SlurmContainer
 from mgft.spec.rules.slurm import time_minutes
 
 CPUS_PER_GPU = 8
 PREEMPT_SIGNAL = "USR2"  # not USR1: NCCL catches USR1. submitit's default too.
-NODE_MODULE = "mgft.node.slurm"
+NODE_MODULE = "mgft.node.slurm_task"
 
 
 def cpus_per_task(spec: JobSpec) -> int:
@@ -56,12 +56,6 @@ def log_dir(spec: JobSpec) -> str:
     return str(PurePath(spec.train.output, "logs"))
 
 
-def torchrun_options(spec: JobSpec) -> list[str]:
-    """torchrun's options that do not depend on the running job."""
-    return [f"--nnodes={spec.resources.nodes}", f"--nproc-per-node={spec.nproc_per_node}",
-            "--rdzv-backend=c10d"]
-
-
 def torchrun_logging(spec: JobSpec) -> list[str]:
     # --tee copies every rank's output to the node's log with a "[rankN]:" prefix (from
     # envcontract.NodeEnv); the prefix is only applied to tee'd output.
@@ -73,10 +67,11 @@ def torchrun_after(spec: JobSpec) -> list[str]:
     return [*torchrun_logging(spec), *trainer_argv(spec)]
 
 
-def torchrun_args(spec: JobSpec, *, head_node: str, job_id: str) -> list[str]:
-    """torchrun's arguments on every node of job `job_id` (what NodeTask runs there)."""
-    return node.torchrun_argv("torchrun", torchrun_options(spec), torchrun_after(spec),
-                              head_node=head_node, job_id=job_id)[1:]
+def node_task(spec: JobSpec) -> NodeTask:
+    """What runs on each node, for both paths: submitit pickles it, the sbatch script writes
+    it as `python3 -m NODE_MODULE` argv (with the job env exported by the script)."""
+    return NodeTask(nnodes=spec.resources.nodes, nproc=spec.nproc_per_node,
+                    torchrun_after=torchrun_after(spec), env=job_env(spec))
 
 
 def srun_options(spec: JobSpec) -> list[str]:

@@ -1,7 +1,7 @@
 """Download-free assets for tests, demos and benchmarks: a random-init Llama, its tokenizer,
 and data.
 
-    python -m mgft_train.tiny --out DIR [--rows N] [--seed S] [--force]
+    python -m mgft_train.demo_assets --out DIR [--rows N] [--seed S] [--force]
         [--format alpaca|sharegpt|messages|text|prompt_completion]
         [--file-type jsonl|json|parquet|disk] [--chat-template chatml|llama3]
 
@@ -11,7 +11,7 @@ few dozen steps, as alpaca rows by default (--format, --file-type: the same task
 format or file; `disk` is a save_to_disk directory DIR/data). --chat-template stores a
 built-in chat template in the tokenizer, which has none otherwise. Same seed, same bytes.
 
-    python -m mgft_train.tiny --out DIR --preset llama-1b [--weights]
+    python -m mgft_train.demo_assets --out DIR --preset llama-1b [--weights]
 
 Presets: `tiny` (default) is the 2-layer Llama above, with its weights. `llama-1b` is a
 1.06B-parameter Llama-architecture config (hidden 2048, 18 layers, 32 heads, MLP 5632, vocab
@@ -186,7 +186,7 @@ def write_data(path: Path, records: list[dict], file_type: str) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mgft_train.tiny", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m mgft_train.demo_assets", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path, help="directory to write into")
     parser.add_argument("--rows", type=int, default=256, help="alpaca rows (default 256)")
@@ -210,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
                      data_format=args.format, file_type=args.file_type,
                      chat_template=args.chat_template, preset=args.preset, weights=args.weights)
     except FileExistsError as err:
-        print(f"mgft_train.tiny: --out {err}", file=sys.stderr)
+        print(f"mgft_train.demo_assets: --out {err}", file=sys.stderr)
         return 2
     print(f"model and tokenizer: {args.out / 'model'}")
     print(f"dataset ({args.rows} {args.format} rows): {data}")

@@ -6,8 +6,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-from mgft.backends.slurm import options
 from mgft.contract.process import trainer_argv
+from mgft.render import slurm_job as options
 from mgft.render.sbatch import render_sbatch
 
 from tests.launcher.render import cases
@@ -75,7 +75,10 @@ def test_pyxis_runs_the_node_task_in_the_image(node_id: str, tmp_path: Path) -> 
     srun_args = (tmp_path / "srun").read_text().split("\n")
     assert "--container-image=nvcr.io/acme/mgft:1" in srun_args
     assert "--container-mounts=/lustre:/lustre,/models:/models:ro" in srun_args
-    assert argv == options.torchrun_args(spec, head_node="gpu3", job_id="501")
+    assert argv[:6] == ["--nnodes=2", "--nproc-per-node=8", "--rdzv-backend=c10d",
+                        "--rdzv-endpoint=gpu3:20501", "--rdzv-id=501",
+                        "--log-dir=/lustre/runs/a/logs"]
+    assert argv[7:] == trainer_argv(spec)
     assert env["PET_RDZV_CONF"] == f"is_host={int(node_id == '0')}"
 
 
