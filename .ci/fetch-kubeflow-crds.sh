@@ -14,3 +14,13 @@ for crd in trainjobs clustertrainingruntimes trainingruntimes; do
   curl -fsSL "$v2/crds/trainer.kubeflow.org_$crd.yaml" \
     -o "$dest/crds/trainer.kubeflow.org_$crd.v2.3.0.yaml"
 done
+# The newest Trainer v2 files found: its main branch at 8c0f505 (2026-08-21, 58 commits after
+# v2.3.0; v2.4.0's own files were not found), pinned by commit, and its stock torch runtime.
+head=https://raw.githubusercontent.com/kubeflow/trainer/8c0f5059bd51ec3ba6d6a6a7b2e1471de7bc13b3/manifests/base
+mkdir -p "$dest/runtimes"
+for crd in trainjobs clustertrainingruntimes trainingruntimes; do
+  curl -fsSL "$head/crds/trainer.kubeflow.org_$crd.yaml" \
+    -o "$dest/crds/trainer.kubeflow.org_$crd.master-2026-08-21.yaml"
+done
+curl -fsSL "$head/runtimes/torch_distributed.yaml" \
+  -o "$dest/runtimes/torch_distributed.master-2026-08-21.yaml"

@@ -45,6 +45,7 @@ from bench_assets import GPU_SAFE_ENV, model_config, sft_rows  # noqa: E402
 from perf_runs import (  # noqa: E402
     BASE_SAMPLES_PER_STEP,
     LORA_R,
+    TUNINGS,
     Assets,
     Run,
     default_configs,
@@ -127,7 +128,7 @@ def prepare_assets(args: argparse.Namespace) -> Assets:
     context = mean_context(lengths)
     return Assets(model_dir=model_dir, data=data, lengths=lengths,
                   mean_pack=sum(lengths) / len(packs),
-                  flops={t: flops_per_token(arch, t, LORA_R, context) for t in ("lora", "full")})
+                  flops={t: flops_per_token(arch, t, LORA_R, context) for t in TUNINGS})
 
 
 def base_env(args: argparse.Namespace, gpus: int) -> dict[str, str]:
@@ -148,9 +149,12 @@ def command(run: Run, assets: Assets, args: argparse.Namespace, output: Path) ->
               "--max-steps", str(args.steps), "--lr", lr, "--seed", str(args.seed),
               "--lora-r", str(LORA_R)]
     if run.impl == "base":
+        # The tuned recipe packs to --seq-len, mgft's micro-batch at a time (perf_runs).
+        tuned = ["--seq-len", str(args.seq_len), "--micro-batch",
+                 str(micro_batch(run, assets))] if run.tuned else []
         return [sys.executable, "-m", "torch.distributed.run", "--standalone",
                 f"--nproc-per-node={run.gpus}", str(HERE / "perf_baseline.py"), *common,
-                *(["--cpu"] if args.tiny else []), *run.flags]
+                *(["--cpu"] if args.tiny else []), *tuned, *run.flags]
     from mgft.spec.flags import FLAGS
 
     procs = ["--gpus", "0", "--nproc-per-node", str(run.gpus)] if args.tiny else [
@@ -267,7 +271,7 @@ def hardware(args: argparse.Namespace) -> dict[str, Any]:
 def versions() -> dict[str, str]:
     found = {}
     for name in ("torch", "transformers", "peft", "trl", "accelerate", "datasets", "deepspeed",
-                 "liger-kernel", "mgft"):
+                 "liger-kernel", "bitsandbytes", "triton", "mgft"):
         with contextlib.suppress(PackageNotFoundError):
             found[name] = version(name)
     return found

@@ -6,9 +6,20 @@ checkpointing on). DDP from torchrun's environment; ZeRO-2/3 through `deepspeed=
 FSDP2 through `fsdp="full_shard auto_wrap"`. The model is built from config.json with random
 weights, on the GPU, seeded as mgft builds it.
 
+Two more recipes (issue 19), each as its users write it:
+- `--recipe tuned`: what a skilled TRL user switches on: `packing=True` (best-fit
+  decreasing, to --seq-len), `padding_free=True`, `use_liger_kernel=True`, no activation
+  checkpointing, and --micro-batch packs per step (bench/perf.py passes mgft's, so both sides
+  take the same tokens per micro-batch), grad-accum 1.
+- `--tuning qlora`: the QLoRA guides' recipe: nf4 with double quantization (bf16 compute),
+  `prepare_model_for_kbit_training` (which turns on activation checkpointing), paged 8-bit
+  AdamW, the plain recipe's batch. The random 4-bit model is built by
+  mgft_train.quant.build_random_4bit, the structure from_pretrained's quantizer gives.
+
     torchrun --standalone --nproc-per-node N bench/perf_baseline.py --model DIR \
-        --dataset FILE --output DIR --strategy ddp|fsdp|zero2|zero3 --tuning lora|full \
-        --max-steps K --lr LR [--cpu]
+        --dataset FILE --output DIR --strategy ddp|fsdp|zero2|zero3 \
+        --tuning lora|qlora|full --max-steps K --lr LR [--recipe plain|tuned \
+        --micro-batch B --seq-len L] [--cpu]
 
 It measures what mgft's metrics.json holds, by the same definitions, and writes
 <output>/metrics.json: real (non-pad) tokens of every micro-batch summed over ranks, each
@@ -58,15 +69,22 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--dataset", type=Path, required=True, help="prompt/completion .jsonl")
     p.add_argument("--output", type=Path, required=True)
     p.add_argument("--strategy", required=True)
-    p.add_argument("--tuning", choices=("lora", "full"), required=True)
+    p.add_argument("--tuning", choices=("lora", "qlora", "full"), required=True)
     p.add_argument("--max-steps", type=int, required=True)
     p.add_argument("--lr", type=float, required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lora-r", type=int, default=LORA["r"])
     p.add_argument("--checkpointing", choices=("default", "on", "off"), default="default",
                    help="activation checkpointing: SFTConfig's default, or forced")
+    p.add_argument("--recipe", choices=("plain", "tuned"), default="plain",
+                   help="plain: the guides' recipe; tuned: packing, padding-free, Liger")
+    p.add_argument("--micro-batch", type=int, help="--recipe tuned: packs per micro-batch")
+    p.add_argument("--seq-len", type=int, help="--recipe tuned: tokens per pack")
     p.add_argument("--cpu", action="store_true", help="gloo on CPU (plumbing checks)")
     args = p.parse_args(argv)
+    if args.recipe == "tuned" and not (args.micro_batch and args.seq_len):
+        p.exit(2, "perf_baseline: error: --recipe tuned: give --micro-batch and --seq-len "
+                  "(bench/perf.py passes mgft's)\n")
     if args.strategy not in STRATEGIES:
         # One line and exit 2, before torch is imported: the driver records it as a failure.
         p.exit(2, f"perf_baseline: error: --strategy {args.strategy}: not part of the recipe; use "
@@ -79,12 +97,20 @@ def sft_config(args: argparse.Namespace) -> Any:
     schedule, which follows mgft's (cosine to 10%) so the two loss curves are comparable."""
     from trl import SFTConfig
 
+    tuned = args.recipe == "tuned"
     kwargs: dict[str, Any] = dict(
         output_dir=str(args.output / "trainer"), max_steps=args.max_steps,
-        per_device_train_batch_size=MICRO_BATCH, gradient_accumulation_steps=GRAD_ACCUM,
+        per_device_train_batch_size=args.micro_batch if tuned else MICRO_BATCH,
+        gradient_accumulation_steps=1 if tuned else GRAD_ACCUM,
         learning_rate=args.lr, lr_scheduler_type="cosine_with_min_lr",
         lr_scheduler_kwargs={"min_lr_rate": 0.1}, seed=args.seed, data_seed=args.seed,
         save_strategy="no", report_to="none", disable_tqdm=True)
+    if tuned:
+        kwargs |= {"packing": True, "packing_strategy": "bfd", "padding_free": True,
+                   "max_length": args.seq_len, "use_liger_kernel": not args.cpu,
+                   "gradient_checkpointing": False}
+    if args.tuning == "qlora":
+        kwargs["optim"] = "paged_adamw_8bit"
     if args.cpu:
         # Without use_cpu each rank trains alone; CPUs have no fast bf16.
         kwargs |= {"use_cpu": True, "bf16": False}
@@ -114,6 +140,13 @@ def build_model(args: argparse.Namespace, device: Any) -> Any:
     torch.manual_seed(args.seed)
     config = AutoConfig.from_pretrained(args.model)
     dtype = torch.float32 if args.cpu else torch.bfloat16
+    if args.tuning == "qlora":
+        from mgft.spec.job import Strategy
+        from mgft_train.quant import build_random_4bit
+        from peft import prepare_model_for_kbit_training
+
+        model = build_random_4bit(config, Strategy.DDP, device, dtype, {})
+        return prepare_model_for_kbit_training(model)
     with torch.device(device):
         return AutoModelForCausalLM.from_config(config, dtype=dtype)
 
@@ -139,7 +172,10 @@ class Meter:
 
     def micro_batch(self, inputs: dict[str, Any], loss: Any) -> None:
         # Device tensors: no sync here, the step's end syncs once (as mgft's loop does).
-        self._tokens = self._tokens + inputs["attention_mask"].sum()
+        # Padding-free batches are one flat row of real tokens, with no attention mask.
+        mask = inputs.get("attention_mask")
+        real = mask.sum() if mask is not None else inputs["input_ids"].numel()
+        self._tokens = self._tokens + real
         self._loss = self._loss + loss
 
     def start(self, device: Any) -> None:
@@ -195,7 +231,7 @@ def make_trainer(args: argparse.Namespace, config: Any, model: Any, meter: Meter
             meter.step_end(train_args.device)
 
     peft_config = None
-    if args.tuning == "lora":
+    if args.tuning in ("lora", "qlora"):
         peft_config = LoraConfig(**(LORA | {"r": args.lora_r}), task_type="CAUSAL_LM")
     return MeteredSFTTrainer(model=model, args=config, train_dataset=load_rows(args.dataset),
                              processing_class=AutoTokenizer.from_pretrained(args.model),
@@ -273,6 +309,7 @@ def collect(args: argparse.Namespace, config: Any, trainer: Any, meter: Meter,
         "distributed_type": str(trainer.accelerator.distributed_type),
         "model_wrapper": type(trainer.model_wrapped).__name__,
         "device": config.device.type, "tuning": args.tuning,
+        "quantization": quantization(trainer.model),
         "attention": getattr(trainer.model.config, "_attn_implementation", None),
         "activation_checkpointing": recomputes(trainer.model_wrapped),
         "steps": len(meter.losses), "losses": meter.losses,
@@ -288,6 +325,12 @@ def collect(args: argparse.Namespace, config: Any, trainer: Any, meter: Meter,
     }
 
 
+def quantization(model: Any) -> dict[str, Any] | None:
+    from mgft_train.quant import describe
+
+    return describe(model)
+
+
 def recipe_record(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     """The settings that ran, read back from the resolved SFTConfig."""
     from trl import SFTConfig
@@ -296,7 +339,7 @@ def recipe_record(args: argparse.Namespace, config: Any) -> dict[str, Any]:
               "lr_scheduler_type", "lr_scheduler_kwargs", "warmup_steps", "weight_decay",
               "max_grad_norm", "optim", "bf16", "gradient_checkpointing",
               "activation_checkpointing", "gradient_checkpointing_kwargs", "packing",
-              "padding_free", "max_length",
+              "packing_strategy", "padding_free", "max_length",
               "completion_only_loss", "loss_type", "logging_steps", "dataloader_num_workers",
               "ddp_find_unused_parameters", "use_liger_kernel", "fsdp_config", "deepspeed",
               "average_tokens_across_devices", "seed")
@@ -304,10 +347,18 @@ def recipe_record(args: argparse.Namespace, config: Any) -> dict[str, Any]:
     changed = ["max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
                "learning_rate", "lr_scheduler_type (mgft's cosine to 10%)", "seed",
                "save_strategy=no", "report_to=none", "disable_tqdm"]
-    return {"settings": {f: _plain(getattr(config, f, None)) for f in fields},
+    if args.recipe == "tuned":
+        changed += ["packing=True", "packing_strategy=bfd", "padding_free=True",
+                    "use_liger_kernel=True", "gradient_checkpointing=False",
+                    f"max_length={args.seq_len}", "gradient_accumulation_steps=1"]
+    if args.tuning == "qlora":
+        changed += ["nf4 + double quant (bf16 compute)", "prepare_model_for_kbit_training",
+                    "optim=paged_adamw_8bit"]
+    return {"recipe": args.recipe,
+            "settings": {f: _plain(getattr(config, f, None)) for f in fields},
             "sftconfig_default_checkpointing": defaults["gradient_checkpointing"].default,
             "checkpointing_flag": args.checkpointing, "lora": LORA | {"r": args.lora_r}
-            if args.tuning == "lora" else None, "changed_from_defaults": changed}
+            if args.tuning != "full" else None, "changed_from_defaults": changed}
 
 
 def _plain(value: Any) -> Any:

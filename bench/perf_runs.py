@@ -17,7 +17,7 @@ from mgft_train.rates import steady_tokens_per_s  # one rule for both sides
 GiB = 1024**3
 LORA_R = 16
 IMPLS = ("mgft", "base")
-TUNINGS = ("lora", "full")
+TUNINGS = ("lora", "qlora", "full")
 # The recipe's global batch: micro-batch 2 x grad-accum 4 samples per GPU per step.
 BASE_SAMPLES_PER_STEP = 8
 BATCH_TOLERANCE = 0.10  # tokens per optimizer step of the two sides agree within this
@@ -30,9 +30,14 @@ ABLATIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "nopack": ("mgft", ("--no-packing",)),
     "ckpt": ("mgft", ("--activation-checkpointing",)),
     "nockpt": ("base", ("--checkpointing", "off")),
+    # The recipe as a skilled TRL user tunes it (issue 19): packing (BFD), padding-free,
+    # Liger, no checkpointing, mgft's micro-batch in tokens (perf_baseline.py --recipe).
+    "tuned": ("base", ("--recipe", "tuned")),
+    # mgft with LoRA's frozen base weights in FP8 (mgft_train.fp8).
+    "fp8": ("mgft", ("--kernels", "fp8")),
 }
 NAME = re.compile(r"^(?P<impl>[a-z]+)-(?P<tuning>[a-z]+)-(?P<strategy>[a-z0-9-]+)-(?P<gpus>\d+)g"
-                  r"(?:@(?P<ablations>[a-z+]+))?$")
+                  r"(?:@(?P<ablations>[a-z0-9+]+))?$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -62,7 +67,12 @@ class Run:
 
     @property
     def packing(self) -> bool:
-        return self.impl == "mgft" and "nopack" not in self.ablations
+        return (self.impl == "mgft" and "nopack" not in self.ablations) or self.tuned
+
+    @property
+    def tuned(self) -> bool:
+        """The tuned recipe (TRL with packing, padding-free and Liger), not the plain one."""
+        return self.impl == "base" and "tuned" in self.ablations
 
     @classmethod
     def parse(cls, name: str) -> Run:
@@ -126,7 +136,8 @@ def flops_per_token(arch: Any, tuning: str, lora_r: int, context: float) -> dict
     costs 4 * layers * q_dim * context forward, twice that backward, under either tuning.
     """
     matmul = arch.linear_params + arch.vocab * arch.hidden
-    adapter = arch.lora_params(lora_r) if tuning == "lora" else 0
+    # QLoRA multiplies by the same weights (dequantized); dequantizing is not model FLOPs.
+    adapter = arch.lora_params(lora_r) if tuning in ("lora", "qlora") else 0
     weights = (6 * matmul) if tuning == "full" else (4 * matmul + 6 * adapter)
     attention = 3 * 4 * arch.layers * arch.q_dim * context
     return {"total": weights + attention, "weights": weights, "attention": attention,
@@ -189,8 +200,8 @@ class Assets:
 
 
 def micro_batch(run: Run, assets: Assets) -> int:
-    if run.impl == "base":
-        return 2
+    if run.impl == "base":  # tuned: packs of --seq-len, as many as mgft's micro-batch
+        return match_micro_batch(assets.mean_len, assets.mean_pack) if run.tuned else 2
     if not run.packing:  # padded rows, one optimizer step of the recipe's 8 samples
         return BASE_SAMPLES_PER_STEP
     return match_micro_batch(assets.mean_len, assets.mean_pack)
@@ -243,7 +254,8 @@ def summarize(run: Run, metrics: dict[str, Any], assets: Assets, matmul: dict[st
             "arch": arch, "tuning": run.tuning, "strategy": run.strategy,
             "gpus": run.gpus, "micro_batch": micro_batch(run, assets), "grad_accum": 1,
             "seq_len": seq_len,
-            "kernels": "none" if "nokernels" in run.ablations else "auto",
+            "kernels": "none" if "nokernels" in run.ablations else (
+                "fp8" if "fp8" in run.ablations else "auto"),
             "kernels_used": _flat(metrics.get("kernels")), "packing": run.packing,
             "activation_checkpointing": metrics.get("activation_checkpointing",
                                                     "ckpt" in run.ablations),

@@ -18,6 +18,10 @@ from tests.conftest import KUBEFLOW
 CRDS = KUBEFLOW / "crds"
 PYTORCHJOB_CRD = CRDS / "kubeflow.org_pytorchjobs.v1.9.4.yaml"
 TRAINJOB_CRD = CRDS / "trainer.kubeflow.org_trainjobs.v2.3.0.yaml"
+# Every Trainer v2 TrainJob schema at hand, oldest first: v2.3.0 and the newest files found
+# (main at 2026-08-21, after v2.3.0; v2.4.0's own files were not found).
+TRAINJOB_CRDS = {"v2.3.0": TRAINJOB_CRD,
+                 "main-2026-08-21": CRDS / "trainer.kubeflow.org_trainjobs.master-2026-08-21.yaml"}
 needs_crds = pytest.mark.skipif(
     not (PYTORCHJOB_CRD.is_file() and TRAINJOB_CRD.is_file()),
     reason=f"Kubeflow CRD schemas not found under {CRDS}: `bash .ci/fetch-kubeflow-crds.sh` "
@@ -105,6 +109,39 @@ def trainjob_webhook_errors(doc: dict[str, Any]) -> list[str]:
     reserved = sorted({e["name"] for e in trainer.get("env", [])} & TORCHRUN_RESERVED_ENV)
     if reserved:
         errors.append(f"trainer.env must not set reserved envs {reserved}")
+    return errors
+
+
+_DOMAIN_PREFIXED = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+                              r"/\S+$")
+# Containers whose env only the TrainJob's own APIs set (trainer.env, initializer env).
+_NO_PATCHED_ENV = {"node", "dataset-initializer", "model-initializer"}
+MAX_RUNTIME_JOB_NAME = 20  # Trainer v2.4.0 release notes (#4394): runtimes' ReplicatedJob names
+
+
+def runtime_patch_errors(doc: dict[str, Any], runtime: dict[str, Any]) -> list[str]:
+    """Trainer's jobset plugin Validate (main at 2026-08-21, as in v2.3.0) for a TrainJob's
+    runtimePatches against the runtime it names, rule by rule, plus v2.4's name limit."""
+    jobs = {rj["name"]: {c["name"] for key in ("containers", "initContainers")
+                         for c in rj["template"]["spec"]["template"]["spec"].get(key, [])}
+            for rj in runtime["spec"]["template"]["spec"]["replicatedJobs"]}
+    errors = [f"runtime replicated job {name!r} is over {MAX_RUNTIME_JOB_NAME} characters"
+              for name in jobs if len(name) > MAX_RUNTIME_JOB_NAME]
+    for patch in doc["spec"].get("runtimePatches", []):
+        if not _DOMAIN_PREFIXED.match(patch["manager"]):
+            errors.append(f"manager {patch['manager']!r} is not a domain-prefixed path")
+        spec = ((patch.get("trainingRuntimeSpec") or {}).get("template") or {}).get("spec") or {}
+        for rjob in spec.get("replicatedJobs", []):
+            if rjob["name"] not in jobs:
+                errors.append(f"replicated job {rjob['name']!r} is not in the runtime")
+                continue
+            pod = rjob.get("template", {}).get("spec", {}).get("template", {}).get("spec", {})
+            for key in ("initContainers", "containers"):
+                errors += [f"{key} {c['name']!r} is not in runtime job {rjob['name']}"
+                           for c in pod.get(key, []) if c["name"] not in jobs[rjob["name"]]]
+            for c in pod.get("containers", []):  # upstream checks env on containers only
+                if c.get("env") and c["name"] in _NO_PATCHED_ENV:
+                    errors.append(f"container {c['name']!r} may not get env from a patch")
     return errors
 
 

@@ -112,13 +112,15 @@ def test_each_run_reports_throughput_mfu_memory_and_time_to_first_step(bench):
         assert r["flops_per_token"] == result["flops_per_token"]["lora"]["total"]
         assert len(r["peak_gib_per_gpu"]) == 2 and min(r["peak_gib_per_gpu"]) > 0
         assert 0 < r["time_to_first_step_s"] < r["wall_s"]
-    assert runs["mgft-lora-ddp-2g"]["config"] == {
+    mgft = runs["mgft-lora-ddp-2g"]
+    assert mgft["config"] == {
         "arch": "tiny", "tuning": "lora", "strategy": "ddp", "gpus": 2,
-        "micro_batch": runs["mgft-lora-ddp-2g"]["config"]["micro_batch"], "grad_accum": 1,
+        # the micro-batch the bench chose to match the baseline's tokens per step, as passed
+        "micro_batch": result["global_batch"]["mgft_micro_batch"], "grad_accum": 1,
         "seq_len": SEQ_LEN, "kernels": "auto",
-        "kernels_used": runs["mgft-lora-ddp-2g"]["config"]["kernels_used"], "packing": True,
-        "activation_checkpointing": False, "lora_r": 16,
-        "peak_gib_per_gpu": runs["mgft-lora-ddp-2g"]["peak_gib_max"]}
+        "kernels_used": "",  # no fused kernel runs on the CPU
+        "packing": True, "activation_checkpointing": False, "lora_r": 16,
+        "peak_gib_per_gpu": pytest.approx(max(mgft["peak_gib_per_gpu"]), abs=1e-3)}
     for key in ("torch", "transformers", "peft", "trl"):
         assert key in result["versions"]
     assert "--only" in result["command"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from perf_report import chart, guard, judge, markdown, ratio
+from perf_report import chart, guard, judge, markdown, ratio, twin_guard
 
 
 def ok(name: str, tps: float, losses=(5.0, 4.0, 3.0, 2.5), step_tokens=1000) -> dict:
@@ -85,3 +85,38 @@ def test_chart_draws_bars_targets_and_curves(tmp_path):
                   {**ok("mgft-lora-ddp-4g", 8000), "name": "mgft-lora-ddp-4g@nokernels"}])
     chart(res, tmp_path / "perf.png")
     assert (tmp_path / "perf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def named(name: str, tps: float, **kw) -> dict:
+    """ok() for a name with an @ablation."""
+    return {**ok(name.split("@")[0], tps, **kw), "name": name}
+
+
+def test_mgft_against_both_recipes_and_fp8_against_its_bf16_twin(tmp_path):
+    runs = {r["name"]: r for r in [
+        ok("mgft-lora-ddp-1g", 12000, losses=(5.0, 4.0, 3.0, 2.5)),
+        named("mgft-lora-ddp-1g@fp8", 16800, losses=(5.0, 4.01, 3.01, 2.51)),
+        ok("base-lora-ddp-1g", 3000, losses=(5.1, 4.1, 3.1, 2.6)),
+        named("base-lora-ddp-1g@tuned", 6000, losses=(5.0, 4.05, 3.05, 2.55)),
+        named("mgft-qlora-ddp-1g@ckpt", 9500), ok("base-qlora-ddp-1g", 1850)]}
+    fp8 = runs["mgft-lora-ddp-1g@fp8"]
+    assert ratio(runs, fp8) == pytest.approx(16800 / 3000)
+    assert ratio(runs, fp8, "tuned") == pytest.approx(16800 / 6000)
+    assert guard(runs, fp8, "tuned")["loss_ok"]
+    twin = twin_guard(runs, fp8)
+    assert twin["twin"] == "mgft-lora-ddp-1g" and twin["loss_ok"]
+    assert twin["last_diff"] == pytest.approx(2.51 / 2.5 - 1)
+    assert twin_guard(runs, runs["mgft-lora-ddp-1g"]) is None  # not an ablation
+    off = {**runs, "mgft-lora-ddp-1g@fp8": named("mgft-lora-ddp-1g@fp8", 16800,
+                                                 losses=(5.0, 4.1, 3.1, 2.6))}
+    assert not twin_guard(off, off["mgft-lora-ddp-1g@fp8"])["loss_ok"]  # 4% off: caught
+    res = result(list(runs.values()))
+    t = by_target(res)
+    assert t["8B LoRA x1 (fp8) >= 16,000 tok/s"]["passed"] is True
+    assert t["8B LoRA x1 (fp8) >= 2.4x the tuned recipe"]["value"] == pytest.approx(2.8)
+    qlora = t["8B QLoRA x1 (checkpointing) >= 9,000 tok/s at <= 12 GiB"]
+    assert qlora["passed"] is False and "peak 40.0 GiB" in qlora["note"]  # fast, not small
+    md = markdown(res)
+    assert "| mgft-lora-ddp-1g@fp8 | ok | ddp x1 | 16,800 | 5.60x | 2.80x |" in md
+    chart(res, tmp_path / "perf.png")
+    assert (tmp_path / "perf.png").read_bytes()[:4] == b"\x89PNG"

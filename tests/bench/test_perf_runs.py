@@ -93,7 +93,7 @@ def test_run_name_parts_and_flags():
 
 @pytest.mark.parametrize("name, words", [
     ("lora-ddp-4g", "expected <impl>"), ("mgft-lora-ddp-4", "expected <impl>"),
-    ("trl-lora-ddp-4g", "impl 'trl'"), ("mgft-qlora-ddp-4g", "tuning 'qlora'"),
+    ("trl-lora-ddp-4g", "impl 'trl'"), ("mgft-dora-ddp-4g", "tuning 'dora'"),
     ("mgft-lora-ddp-0g", "0 GPUs"), ("mgft-lora-ddp-1g@fast", "ablation 'fast'"),
     ("base-lora-ddp-1g@nokernels", "applies to mgft runs only"),
     ("mgft-lora-ddp-1g@nockpt", "applies to base runs only"),
@@ -184,3 +184,21 @@ def test_summary_of_a_recipe_run_uses_its_step_records():
     assert row["mfu"] is None and row["time_to_first_step_s"] is None  # nothing to divide by
     assert row["recipe"] == {"x": 1} and "config" not in row
     assert micro_batch(Run.parse("mgft-lora-ddp-1g@nopack"), assets()) == 8
+
+
+def test_tuned_recipe_qlora_and_fp8_runs():
+    """Issue 19's sides: the tuned recipe packs mgft's micro-batch of packs, the QLoRA runs
+    count LoRA's model FLOPs, and fp8 is mgft's --kernels fp8."""
+    tuned = Run.parse("base-lora-ddp-1g@tuned")
+    assert tuned.tuned and tuned.packing and tuned.flags == ["--recipe", "tuned"]
+    assert not Run.parse("base-lora-ddp-1g").tuned
+    a = assets()  # mean length 200, packs of 980: mgft's micro-batch is 2 packs
+    assert micro_batch(tuned, a) == micro_batch(Run.parse("mgft-lora-ddp-1g"), a) == 2
+    assert micro_batch(Run.parse("base-qlora-ddp-1g"), a) == 2  # the guides' 2 x 4 rows
+    fp8 = Run.parse("mgft-lora-ddp-1g@fp8")
+    assert fp8.flags == ["--kernels", "fp8"] and fp8.name == "mgft-lora-ddp-1g@fp8"
+    assert Run.parse("mgft-qlora-ddp-1g@ckpt").flags == ["--activation-checkpointing"]
+    with pytest.raises(ValueError, match="applies to base runs only"):
+        Run.parse("mgft-lora-ddp-1g@tuned")
+    lora, qlora = (flops_per_token(TINY, t, 8, 50.0) for t in ("lora", "qlora"))
+    assert qlora == lora  # same multiplications; dequantizing is not model FLOPs

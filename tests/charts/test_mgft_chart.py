@@ -232,7 +232,8 @@ def test_every_train_field_reaches_the_trainer_from_the_chart(tmp_path: Path) ->
              "overlong": "drop", "eval_split": 0.125, "eval_every": 9, "kernels": "none",
              "activation_checkpointing": True, "precision": "bf16", "lora_targets": "q_proj",
              "save": "final", "save_every": 5, "keep_checkpoints": 1, "save_merged": True,
-             "random_init": True}
+             "random_init": True, "report_to": ["wandb", "mlflow"],
+             "data_cache": "/shared/data cache"}
     spec = build_spec({"backend": "k8s", "image": "i:1", "train": train, "name": "every"})
     defaults = TrainSpec(model="", dataset="")
     unchanged = [f.name for f in dataclasses.fields(TrainSpec)

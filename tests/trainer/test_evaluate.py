@@ -172,14 +172,14 @@ def test_eval_split_trains_on_the_other_rows_and_evaluates_where_asked_and_at_th
 @pytest.mark.parametrize("strategy", sorted(SHARED_RUNS))
 def test_two_ranks_evaluate_where_asked_and_the_final_eval_is_a_plain_forward(
         strategy, tiny, tokenizer, trainer_job):
-    from tests.trainer.test_curves import scalars
+    from tests.trainer.test_tracking import tensorboard_scalars
 
     job = trainer_job(*SHARED_RUNS[strategy])
     held = job.metrics["eval"]
     assert held["source"] == "--eval-dataset eval.jsonl" and held["samples"] == EVAL_ROWS
     steps = list(range(EVAL_EVERY, STEPS + 1, EVAL_EVERY))
     assert [p["step"] for p in held["points"]] == steps and steps[-1] == STEPS
-    assert [s for s, _ in scalars(job.out / "tensorboard", "eval/loss")] == steps
+    assert sorted(tensorboard_scalars(job.out / "tensorboard", "eval/loss")) == steps
     reported = [line for line in job.output.splitlines()
                 if line.startswith("step ") and " eval_loss " in line]
     assert [line.split("/")[0] for line in reported] == [f"step {s}" for s in steps]

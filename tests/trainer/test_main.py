@@ -83,14 +83,14 @@ def test_single_process_run_trains_without_a_group(tiny, tmp_path, capsys, singl
     assert 0 < report["trainable_params"] < report["total_params"]
     # No eval set: no loss measured on training rows goes by an eval name.
     assert report["eval"] is None and [k for k in report if k.startswith("eval")] == ["eval"]
-    assert sorted(p.name for p in out.iterdir()) == ["adapter", "checkpoints", "loss.png",
-                                                     "metrics.json", "tensorboard"]
+    assert sorted(p.name for p in out.iterdir()) == ["adapter", "checkpoints", "data-cache",
+                                                     "loss.png", "metrics.json", "tensorboard"]
     assert f"saved: adapter {out / 'adapter'}" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("save", "written"), [
-    ("final", ["adapter", "loss.png", "metrics.json", "tensorboard"]),
-    ("none", ["loss.png", "metrics.json", "tensorboard"])])
+    ("final", ["adapter", "data-cache", "loss.png", "metrics.json", "tensorboard"]),
+    ("none", ["data-cache", "loss.png", "metrics.json", "tensorboard"])])
 def test_save_final_skips_checkpoints_and_none_skips_the_adapter_too(tiny, tmp_path, save,
                                                                      written, single_process_env):
     out = tmp_path / "out"

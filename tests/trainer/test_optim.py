@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 from mgft.spec.job import TrainSpec
 from mgft_train import optim
@@ -42,4 +44,9 @@ def test_scheduler_follows_the_factor_and_optimizer_holds_only_trainable_params(
         lrs.append(opt.param_groups[0]["lr"])
         opt.step()
         sched.step()
-    assert lrs == pytest.approx([0.5 * optim.lr_factor(s, 10, 1) for s in range(10)])
+    # Written from the documented schedule, not from lr_factor: one warm-up step at the peak
+    # (0.5), then a cosine from the peak down to 10% of it over the 9 steps after warm-up.
+    cosine = [0.05 + 0.45 * 0.5 * (1 + math.cos(math.pi * k / 9)) for k in range(9)]
+    assert lrs == pytest.approx([0.5, *cosine])
+    assert lrs[1] == pytest.approx(0.5) and lrs[-1] == pytest.approx(0.05 + 0.225 * (
+        1 + math.cos(8 * math.pi / 9)))

@@ -48,6 +48,7 @@ def test_signal_on_one_rank_checkpoints_exits_75_and_the_rerun_resumes_exactly(
     assert f"resuming from {checkpoints[-1]} (step {stop_step} of {STEPS})" in resumed.output
     m = resumed.metrics
     assert m["resumed_from_step"] == stop_step
+    assert m["data_cache"]["result"] == "hit"  # as the cut run tokenized it (<output>/data-cache)
     assert m["strategy"] == strategy
     assert m["losses"] == reference["losses"]  # bitwise: model, optimizer, schedule, RNG, data
     assert m["tokens"] == reference["tokens"]

@@ -16,6 +16,10 @@ path and the free space; the partial directory is removed and the previous check
 A job started with an --output that holds checkpoints but no final metrics.json resumes from
 the latest: model, optimizer, scheduler, RNG and data position, so its losses equal an
 uninterrupted run's. The output directory must be shared by all nodes.
+
+It may resume on another number of processes (and another --micro-batch or --grad-accum):
+model and optimizer state are resharded by the strategy's engine, the data position and the
+schedule are mapped to the new job by `reshard`, each rank's RNG is seeded afresh.
 """
 
 from __future__ import annotations
@@ -40,9 +44,10 @@ STATE_FILE = "trainer_state.json"
 MANIFEST = "manifest.json"  # written last: {"files": {relative path: bytes}}
 _STEP_DIR = re.compile(r"^step-(\d{8})$")
 # Fields that may differ between a run and its resumption: where and how often it saves, and
-# how often it evaluates (on the same eval set).
+# how often it evaluates (on the same eval set), and where it reports (the same tracker runs
+# continue, mgft_train.tracking), and where the data cache is (mgft_train.data.cache).
 MAY_CHANGE = frozenset({"output", "save", "save_every", "keep_checkpoints", "save_merged",
-                        "eval_every"})
+                        "eval_every", "report_to", "data_cache"})
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -58,6 +63,11 @@ class TrainState:
     # Held-out eval points so far ({"step", "loss"}); absent from checkpoints written before
     # there was an eval.
     evals: list[dict[str, float]] = field(default_factory=list)
+    # Absent from checkpoints written before resizes were possible (reshard.plan derives them):
+    total: int | None = None  # the run's last step
+    items: int | None = None  # items in an epoch
+    position: dict[str, int] | None = None  # data/order.Position after `step`
+    schedule: dict[str, float] | None = None  # reshard.Clock
 
 
 def root(output: str | Path) -> Path:
@@ -134,25 +144,24 @@ def read_state(directory: Path) -> TrainState:
 
 def spec_record(spec: TrainSpec) -> dict[str, Any]:
     record = dataclasses.asdict(spec)
-    return {k: getattr(v, "value", v) for k, v in record.items()}
+    return {k: [getattr(x, "value", x) for x in v] if isinstance(v, tuple)
+            else getattr(v, "value", v) for k, v in record.items()}
 
 
 def check_resumable(directory: Path, spec: TrainSpec, world_size: int) -> TrainState:
-    """The checkpoint must come from the same job: same flags (bar MAY_CHANGE), same ranks."""
+    """The checkpoint must come from the same job: same flags, bar MAY_CHANGE and those that
+    set the global batch (reshard.RESHAPE), which may change with the number of processes."""
+    from mgft_train.reshard import RESHAPE
+
     state = read_state(directory)
     now = spec_record(spec)
     for name, before in state.spec.items():
-        if name not in MAY_CHANGE and now.get(name) != before:
+        if name not in MAY_CHANGE | RESHAPE and now.get(name) != before:
             flag = "--" + name.replace("_", "-")
             raise UsageError(flag, now.get(name),
                              f"the run in {directory.parent.parent} was started with {before} "
                              f"and has checkpoints (last: {directory.name})",
                              f"rerun with {flag} {before} to resume it, or pick a new --output")
-    if state.world_size != world_size:
-        raise UsageError("--output", directory.parent.parent,
-                         f"its checkpoints were written by {state.world_size} ranks, "
-                         f"this job has {world_size}",
-                         f"resume with {state.world_size} processes, or pick a new --output")
     return state
 
 
@@ -211,7 +220,7 @@ def _agree(error: BaseException | None, partial: Path, output: str | Path, ctx: 
     from mgft_train import distributed
 
     # Asked before any rank removes the partial directory, whose bytes fill the disk.
-    space = error is not None and _out_of_space(error, partial)
+    space = error is not None and out_of_space(error, partial)
     if distributed.all_reduce([float(error is not None)], ctx)[0] == 0:
         return
     if ctx.is_main:
@@ -219,7 +228,7 @@ def _agree(error: BaseException | None, partial: Path, output: str | Path, ctx: 
     raise _write_failure(error, space, partial, output)
 
 
-def _out_of_space(error: BaseException, partial: Path) -> bool:
+def out_of_space(error: BaseException, partial: Path) -> bool:
     """torch's C++ writer reports a full disk as `unexpected pos` or `iostream error`, without
     errno: a small write of our own, before the partial directory is removed, asks the
     filesystem itself."""
@@ -229,14 +238,15 @@ def _out_of_space(error: BaseException, partial: Path) -> bool:
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         try:
-            os.write(fd, bytes(1 << 16))
+            written = os.write(fd, bytes(1 << 16))
         finally:
             os.close(fd)
     except OSError as err:
         return err.errno in (errno.ENOSPC, errno.EDQUOT)
     finally:
         probe.unlink(missing_ok=True)
-    return False
+    # A disk with a few KiB left takes what fits and says ENOSPC only on the next write.
+    return written < 1 << 16
 
 
 def _write_failure(error: BaseException | None, space: bool, partial: Path,
@@ -287,20 +297,32 @@ def clean_partials(output: str | Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def load(engine: Any, directory: Path, ctx: Any) -> TrainState:
-    """Collective: restores the engine's state and this rank's RNG from `directory`.
+def load(engine: Any, directory: Path, ctx: Any, plan: Any = None) -> TrainState:
+    """Collective: restores the engine's state and this rank's RNG from `directory`, and
+    continues it as `plan` (reshard.Plan) says: on another number of ranks, each rank's RNG
+    is seeded afresh and the schedule re-anchored.
 
     Every rank reads the same files, so a damaged one that `problem` could not see (the
     right size, wrong bytes) stops every rank with the same line naming it."""
+    from mgft_train import reshard
+
+    state = read_state(directory)
     try:
         engine.load_state(directory)
-        load_rng(directory, ctx.rank)
+        if state.world_size == ctx.world_size:
+            load_rng(directory, ctx.rank)
+        else:
+            reshard.reseed(int(state.spec["seed"]), state.step, ctx.rank)
     except Exception as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UsageError("--output", directory.parent.parent,
                          f"checkpoint {directory.name} cannot be loaded ({first})",
                          f"delete {directory} to resume from the checkpoint before it") from err
-    return read_state(directory)
+    if plan is None:
+        return state
+    if not plan.clock.plain():
+        reshard.continue_schedule(engine.scheduler, plan.clock)
+    return dataclasses.replace(state, **plan.record())
 
 
 def _rng_file(directory: Path, rank: int) -> Path:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mgft.contract.env import DistEnv
 from mgft.spec.job import Strategy, TrainSpec
+from mgft.spec.rules.kernels import fp8_problem
 
 from mgft_train import checkpoint, jsonrows
 from mgft_train.errors import UsageError
@@ -30,6 +31,7 @@ def check_inputs(spec: TrainSpec, env: DistEnv | None = None) -> Path | None:
     env = env or DistEnv()
     check_strategy(spec.strategy, env)
     check_precision(spec)
+    check_kernels(spec)
     check_model_dir(spec.model, random_init=spec.random_init)
     check_dataset_file(spec.dataset)
     check_eval(spec)
@@ -60,6 +62,13 @@ def check_precision(spec: TrainSpec) -> None:
                          "which always keeps fp32 master weights",
                          "use --precision mixed with ZeRO, or --strategy ddp, fsdp or mp for "
                          "bf16 weights")
+
+
+def check_kernels(spec: TrainSpec) -> None:
+    """--kernels fp8's rule, as the launcher checks it, for a trainer started by hand (a
+    --tuning full run would otherwise train without FP8 and never say so)."""
+    if problem := fp8_problem(spec):
+        raise UsageError(*problem)
 
 
 def check_model_dir(model: str, *, random_init: bool = False) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -104,10 +105,18 @@ def teardown(ctx: Dist) -> None:
         dist.destroy_process_group()
 
 
+ABANDON_S = 5.0
+
+
 def abandon(ctx: Dist) -> None:
-    """On failure: no barrier, since the other ranks may never reach it."""
+    """On failure: no barrier, since the other ranks may never reach it. gloo's teardown can
+    itself block once a peer has exited (seen when rank 0 fails the final save and exits
+    first): wait for it a few seconds at most, so that this rank's exit code, not torchrun's
+    SIGKILL 30 s later, ends it."""
     if ctx.grouped and dist.is_initialized():
-        dist.destroy_process_group()
+        done = threading.Thread(target=dist.destroy_process_group, daemon=True)
+        done.start()
+        done.join(ABANDON_S)
 
 
 def barrier(ctx: Dist) -> None:

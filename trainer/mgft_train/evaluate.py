@@ -22,7 +22,7 @@ from mgft.spec.job import TrainSpec
 
 from mgft_train import distributed
 from mgft_train.data import EvalSet, Example, collate, label_tokens
-from mgft_train.data.packing import collate_packed, pack
+from mgft_train.data.packing import EVAL_PACK_SEED, Pack, collate_packed, pack
 from mgft_train.distributed import Dist
 from mgft_train.loop import loss_sum
 
@@ -47,13 +47,16 @@ class Chunks(Sequence[Batch]):
 
 
 def eval_batches(examples: Sequence[Example], *, micro_batch: int, pad_id: int,
-                 pack_len: int | None = None, flat: bool = False) -> Chunks:
+                 pack_len: int | None = None, flat: bool = False,
+                 packs: Sequence[Pack] | None = None) -> Chunks:
     """The eval set in a fixed order, the same on every rank: `micro_batch` packs of up to
-    `pack_len` tokens (as training packs them), or `micro_batch` padded samples."""
+    `pack_len` tokens (as training packs them), or `micro_batch` padded samples. `packs`:
+    those packs, made already (the data cache's)."""
     if pack_len is None:
         return Chunks(examples, micro_batch, partial(collate, pad_id=pad_id))
-    return Chunks(pack(examples, pack_len, seed=0), micro_batch,
-                  partial(collate_packed, pad_id=pad_id, flat=flat))
+    if packs is None:
+        packs = pack(examples, pack_len, seed=EVAL_PACK_SEED)
+    return Chunks(packs, micro_batch, partial(collate_packed, pad_id=pad_id, flat=flat))
 
 
 def held_out(engine: Any, eval_set: EvalSet | None, spec: TrainSpec, ctx: Dist, *,
@@ -63,7 +66,8 @@ def held_out(engine: Any, eval_set: EvalSet | None, spec: TrainSpec, ctx: Dist, 
     if eval_set is None:
         return None
     batches = eval_batches(eval_set.examples, micro_batch=spec.micro_batch, pad_id=pad_id,
-                           pack_len=spec.seq_len if spec.packing else None, flat=flat)
+                           pack_len=spec.seq_len if spec.packing else None, flat=flat,
+                           packs=eval_set.packs)
     return partial(loss, engine, batches, ctx)
 
 

@@ -31,8 +31,10 @@ def apply_liger(spec: TrainSpec, device: torch.device, model_type: str) -> list[
 
     auto: on CUDA when liger-kernel is installed and knows the model type, else nothing.
     liger: the same, but anything missing is an error rather than a quiet fallback.
+    fp8: as auto (the FP8 base weights are fp8.py's, applied once the model is built).
     """
-    if spec.kernels is Kernels.NONE or (spec.kernels is Kernels.AUTO and device.type != "cuda"):
+    if spec.kernels is Kernels.NONE or (spec.kernels in (Kernels.AUTO, Kernels.FP8)
+                                        and device.type != "cuda"):
         return []
     strict = spec.kernels is Kernels.LIGER
     if device.type != "cuda":

@@ -8,9 +8,9 @@ step on it, so what differs between DDP, FSDP, ZeRO and mp is in one small modul
 
 from __future__ import annotations
 
-import itertools
+import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +18,12 @@ import torch
 from mgft.spec.job import Save, TrainSpec
 from torch.utils.data import DataLoader
 
-from mgft_train import checkpoint, curves, distributed, signals
+from mgft_train import checkpoint, distributed, signals, tracking
 from mgft_train.checkpoint import TrainState
 from mgft_train.data import label_tokens, model_inputs, real_tokens
+from mgft_train.data.order import Position, Stream
 from mgft_train.distributed import Dist
+from mgft_train.parallel.engine import Engine
 from mgft_train.progress import reporter
 
 Batch = dict[str, torch.Tensor]
@@ -46,22 +48,14 @@ class TrainResult:
     first_step_at: float | None = None  # wall clock (unix s) when this process's first step ended
 
 
-def micro_batches(loader: DataLoader, skip: int = 0) -> Iterator[Batch]:
-    """Endless stream across epochs, starting after `skip` micro-batches (a resumed run).
-
-    set_epoch gives each epoch its own shuffle. Creating a DataLoader iterator draws a seed
-    from the global RNG; fork_rng keeps that draw out of it, so dropout masks do not depend
-    on where in an epoch a run started.
-    """
-    epoch, offset = divmod(skip, len(loader))
-    while True:
-        loader.sampler.set_epoch(epoch)
-        with torch.random.fork_rng(devices=[]):
-            batches = iter(loader)
-        # Skipped batches are collated and dropped: cheap next to a forward pass, and it
-        # works for any loader, whatever its sampler.
-        yield from itertools.islice(batches, offset, None)
-        epoch, offset = epoch + 1, 0
+def micro_batches(loader: DataLoader, skip: int = 0) -> Stream:
+    """Endless stream across epochs (each with its own shuffle), starting after `skip`
+    micro-batches of this loader's ranks; its `position` says where it stands for any number
+    of ranks (data/order.py)."""
+    sampler = loader.sampler
+    return Stream(loader, Position.after_micro_batches(
+        skip, size=sampler.size, micro_batch=loader.batch_size,
+        world_size=sampler.world_size))
 
 
 def loss_sum(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
@@ -74,7 +68,7 @@ def loss_sum(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     return model(**model_inputs(batch), labels=batch["labels"], num_items_in_batch=1).loss
 
 
-def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total: int,
+def train(engine: Engine, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total: int,
           resume: TrainState | None = None,
           evaluate: Callable[[], float] | None = None) -> TrainResult:
     """`evaluate`: the held-out loss (a collective), when there is an eval set."""
@@ -83,7 +77,10 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
     evals = list(resume.evals) if resume else []
     tokens_before = resume.tokens if resume else 0
     elapsed_before = resume.elapsed_s if resume else 0.0
-    stream = micro_batches(loader, skip=start * spec.grad_accum)
+    # Where a checkpoint's data stands, for any number of ranks (reshard.plan mapped it).
+    stream = (Stream(loader, Position(**resume.position)) if resume and resume.position
+              else micro_batches(loader, skip=start * spec.grad_accum))
+    replan = _replan(resume, total, loader)
     run_tokens, run_elapsed, checkpoint_s, eval_s, stopped = 0, 0.0, 0.0, 0.0, False
     step_times: list[float] = []
     step_counts: list[int] = []
@@ -92,7 +89,7 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
         checkpoint.clean_partials(spec.output)  # a kill or a full disk mid-write left it
     engine.train()
     with reporter(total, enabled=ctx.is_main, start=start) as report, \
-            curves.tensorboard(spec.output, enabled=ctx.is_main, start=start) as board:
+            tracking.open_trackers(spec, ctx, start=start) as trackers:
         for step in range(start + 1, total + 1):
             step_start = time.perf_counter()
             lr = engine.lr()
@@ -112,20 +109,22 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
                 eval_loss = evaluate()
                 eval_s += time.perf_counter() - t0
                 evals.append({"step": step, "loss": eval_loss})
-                board.eval(step, eval_loss)
             report.step(step, total, loss, lr, step_tokens / step_s, eval_loss=eval_loss)
-            board.step(step, loss, lr, step_tokens / step_s)
+            trackers.step(step, loss=loss, lr=lr, tok_s=step_tokens / step_s,
+                          eval_loss=eval_loss)
             due = stop or step % spec.save_every == 0 or step == total
             if due and spec.save is Save.CHECKPOINTS:
                 t0 = time.perf_counter()
                 state = TrainState(step=step, losses=losses, evals=evals,
                                    tokens=tokens_before + run_tokens,
                                    elapsed_s=elapsed_before + run_elapsed,
-                                   world_size=ctx.world_size, spec=checkpoint.spec_record(spec))
+                                   world_size=ctx.world_size, spec=checkpoint.spec_record(spec),
+                                   position=dataclasses.asdict(stream.position), **replan)
                 checkpoint.write(engine, state, spec.output, ctx, spec.keep_checkpoints)
                 checkpoint_s += time.perf_counter() - t0
             if stop and step < total:
                 stopped = True
+                trackers.preempted()
                 break
     return TrainResult(steps=len(losses), losses=losses, evals=evals,
                        tokens=tokens_before + run_tokens,
@@ -136,12 +135,20 @@ def train(engine: Any, loader: DataLoader, spec: TrainSpec, ctx: Dist, *, total:
                        first_step_at=first_step_at)
 
 
+def _replan(resume: TrainState | None, total: int, loader: DataLoader) -> dict[str, Any]:
+    """What a resize re-plans (reshard.plan), carried from checkpoint to checkpoint."""
+    if resume is not None and resume.schedule is not None:
+        return {"total": resume.total, "items": resume.items, "schedule": resume.schedule}
+    return {"total": total, "items": loader.sampler.size,
+            "schedule": {"total": total, "step": 0, "at": 0.0, "rate": 1.0}}
+
+
 def eval_due(step: int, total: int, every: int | None) -> bool:
     """Every `every` steps (if given), and always after the last step."""
     return step == total or (every is not None and step % every == 0)
 
 
-def train_step(engine: Any, batches: list[Batch], ctx: Dist,
+def train_step(engine: Engine, batches: list[Batch], ctx: Dist,
                stop_requested: bool = False) -> tuple[float, int, bool]:
     """Forward/backward over one optimizer step's micro-batches.
 

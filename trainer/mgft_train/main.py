@@ -8,7 +8,8 @@ end (atomically; the last --keep-checkpoints are kept). Rerunning with the same 
 --output resumes from the latest one; an --output holding a finished run (metrics.json) is
 refused. With --eval-dataset or --eval-split, the held-out loss is measured every
 --eval-every steps and at the end. At the end: the adapter (or model), the merged model with
---save-merged, metrics.json, loss.png and TensorBoard events under <output>/tensorboard/.
+--save-merged, metrics.json and loss.png. Every step is reported to --report-to's trackers
+(TensorBoard events under <output>/tensorboard/ by default; mgft_train.tracking).
 
 Exit codes (mgft.contract.exitcodes):
   0   done.
@@ -24,15 +25,22 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mgft.contract import exitcodes
 from mgft.contract.argv import parse_train
 from mgft.contract.env import CommEnv, DistEnv, LaunchEnv
 from mgft.spec.job import Save, TrainSpec
 
-from mgft_train import quiet, signals
+from mgft_train import quiet, signals, tracking
 from mgft_train.checks import check_inputs
 from mgft_train.errors import UsageError
+
+if TYPE_CHECKING:  # torch and transformers load after the flags are checked
+    from transformers import PreTrainedTokenizerBase
+
+    from mgft_train.data import Prepared
+    from mgft_train.distributed import Dist
 
 PROG = "mgft-train"
 
@@ -51,10 +59,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a rank that fails after rendezvous leaves the others waiting in a collective.
     try:
         resume_from = check_inputs(spec, env)
+        tracking.check(spec)  # wandb or mlflow asked for and not installed
         from mgft_train import data, distributed, model  # torch: after the cheap checks
 
         tokenizer = model.load_tokenizer(spec.model)
-        dataset = data.prepare(spec, tokenizer)  # every bad row, and a missing chat template
+        # every bad row, and a missing chat template; tokenized once into --data-cache
+        dataset = data.load(spec, tokenizer, env.rank)
         device = distributed.resolve_device(LaunchEnv.from_env(), env)
     except UsageError as err:
         return _usage(err, env.rank)
@@ -73,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
-        resume_from: Path | None) -> int:
+def run(spec: TrainSpec, ctx: Dist, env: DistEnv, tokenizer: PreTrainedTokenizerBase,
+        dataset: Prepared, resume_from: Path | None) -> int:
     from mgft_train import (
         checkpoint,
         curves,
@@ -84,9 +94,9 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
         memory,
         metrics,
         model,
-        optim,
         parallel,
         precision,
+        reshard,
         save,
     )
 
@@ -97,18 +107,25 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
                               world_size=ctx.world_size, seed=spec.seed,
                               pin_memory=ctx.device.type == "cuda",
                               pack_len=spec.seq_len if spec.packing else None,
-                              flat=data.flat_rows(net))
+                              flat=data.flat_rows(net), packs=dataset.packs)
     if ctx.is_main:
         print(data.summary(dataset, loader), flush=True)
-    total = optim.total_steps(spec, len(loader))
+    # The run's length, data start and schedule; on another number of processes than the
+    # checkpoint's, mapped to this one (reshard.py).
+    plan = reshard.plan(checkpoint.read_state(resume_from) if resume_from else None, spec,
+                        ctx.world_size, loader.sampler.size)
+    total = plan.total
     engine = parallel.apply(net, spec, ctx, total)
     skipped = checkpoint.skipped(spec.output)  # damaged ones newer than resume_from
     if skipped and ctx.is_main:
         print(f"{PROG}: skipping damaged checkpoint {'; '.join(skipped)}; falling back to "
               f"{resume_from}", flush=True)
-    resume = checkpoint.load(engine, resume_from, ctx) if resume_from else None
+    resume = checkpoint.load(engine, resume_from, ctx, plan) if resume_from else None
     if resume and ctx.is_main:
         print(f"{PROG}: resuming from {resume_from} (step {resume.step} of {total})", flush=True)
+        if plan.note:
+            print(f"{PROG}: continuing on {ctx.world_size} processes (the checkpoint's run had "
+                  f"{resume.world_size}): {plan.note}", flush=True)
 
     held_out = evaluate.held_out(engine, dataset.eval, spec, ctx, pad_id=tokenizer.pad_token_id,
                                  flat=data.flat_rows(net))
@@ -134,6 +151,7 @@ def run(spec: TrainSpec, ctx, env: DistEnv, tokenizer, dataset,
                                  saved=saved, restart_count=env.restart_count,
                                  precision=precision.describe(spec, engine))
         report["skipped_checkpoints"] = skipped
+        report["data_cache"] = dataset.cache  # hit, waited, built or off, and how long
         curves.plot_loss(result.losses, spec.output, f"{report['strategy']} {spec.tuning.value}",
                          result.evals)
         metrics.write(report, spec.output)  # last: its presence marks the run finished

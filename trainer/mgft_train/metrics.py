@@ -11,11 +11,8 @@ loss on training rows.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import sys
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +25,7 @@ from mgft_train.data import EvalSet
 from mgft_train.distributed import Dist
 from mgft_train.loop import TrainResult
 from mgft_train.parallel.detect import strategy_that_ran, unwrap
+from mgft_train.versions import versions
 
 FILENAME = "metrics.json"
 GiB = 1024**3
@@ -106,19 +104,6 @@ def evaluation(spec: TrainSpec, eval_set: EvalSet | None,
         "final_loss": result.evals[-1]["loss"] if result.evals else None,
         "elapsed_s": result.eval_s,  # this process's evaluations (resumed runs: these only)
     }
-
-
-def versions() -> dict[str, str]:
-    names = ["torch", "transformers", "peft"]
-    names += [n for n in ("deepspeed", "bitsandbytes") if n in sys.modules]
-    found = {}
-    for name in names:
-        with contextlib.suppress(PackageNotFoundError):
-            found[name] = version(name)
-    if torch.cuda.is_available():
-        found["cuda"] = str(torch.version.cuda)
-        found["gpu"] = torch.cuda.get_device_name(0)
-    return found
 
 
 def write(metrics: dict[str, Any], output: str | Path) -> Path:

@@ -10,7 +10,7 @@ import torch
 from mgft.spec.families import FAMILIES, supported_line
 from mgft.spec.job import Kernels, Strategy, TrainSpec, Tuning
 
-from mgft_train import attention, kernels, precision
+from mgft_train import attention, fp8, kernels, precision
 from mgft_train.distributed import Dist
 from mgft_train.errors import UsageError
 
@@ -59,6 +59,8 @@ def load_model(spec: TrainSpec, ctx: Dist) -> torch.nn.Module:
     config = AutoConfig.from_pretrained(spec.model, local_files_only=True)
     check_family(spec.model, config.model_type)
     where = placement(spec, ctx, config)
+    if spec.kernels is Kernels.FP8:
+        fp8.check_device(ctx.device)  # before a minute of building for nothing
     kernels.apply_liger(spec, ctx.device, config.model_type)  # patches classes: before building
     attention = attention_for(spec, ctx.device)
     model = build_random(spec, ctx, config, where, attention) if spec.random_init else \
@@ -73,7 +75,10 @@ def load_model(spec: TrainSpec, ctx: Dist) -> torch.nn.Module:
         enable_checkpointing(model)
     if spec.tuning is Tuning.FULL:
         return model
-    return precision.store_adapters(add_lora(model, spec), spec, compute_dtype(ctx.device))
+    model = precision.store_adapters(add_lora(model, spec), spec, compute_dtype(ctx.device))
+    if spec.kernels is Kernels.FP8:
+        fp8.quantize_base(model, ctx.device)  # after peft: only adapted frozen Linears
+    return model
 
 
 def check_family(model_dir: str, model_type: str) -> None:
@@ -186,7 +191,7 @@ def describe(model: torch.nn.Module) -> dict[str, Any]:
     trainable, total = count_params(model)
     config = getattr(model, "config", None)
     return {"trainable_params": trainable, "total_params": total,
-            "quantization": quantization(model), "kernels": kernels.applied(),
+            "quantization": quantization(model), "kernels": kernels.applied() + fp8.applied(model),
             "attention": getattr(config, "_attn_implementation", None),
             # transformers marks each layer it will recompute
             "activation_checkpointing": any(getattr(m, "gradient_checkpointing", False) is True

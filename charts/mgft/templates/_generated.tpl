@@ -31,6 +31,7 @@ mgft.fabricPresets: the static variables of each --fabric preset.
   ["eval_dataset", "--eval-dataset", "str"],
   ["eval_split", "--eval-split", "float"],
   ["eval_every", "--eval-every", "int"],
+  ["data_cache", "--data-cache", "str"],
   ["kernels", "--kernels", "str"],
   ["activation_checkpointing", "--activation-checkpointing", "bool"],
   ["precision", "--precision", "str"],
@@ -39,7 +40,8 @@ mgft.fabricPresets: the static variables of each --fabric preset.
   ["save_every", "--save-every", "int"],
   ["keep_checkpoints", "--keep-checkpoints", "int"],
   ["save_merged", "--save-merged", "bool"],
-  ["random_init", "--random-init", "bool"]
+  ["random_init", "--random-init", "bool"],
+  ["report_to", "--report-to", "list"]
 ]
 {{- end -}}
 

@@ -80,7 +80,8 @@ is written as Go writes it (1e-05 may read 0.00001): the trainer parses the same
 {{- $text := toString $v -}}
 {{- if eq $kind "int" }}{{ $text = printf "%d" (int64 $v) }}
 {{- else if eq $kind "float" }}{{ $text = toJson (float64 $v) }}
-{{- else if eq $kind "bool" }}{{ $text = ternary "True" "False" $v }}{{ end -}}
+{{- else if eq $kind "bool" }}{{ $text = ternary "True" "False" $v }}
+{{- else if eq $kind "list" }}{{ $text = join "," $v }}{{ end -}}
 {{- $args = append $args (printf "%s=%s" (index . 1) $text) -}}
 {{- end -}}
 {{- end -}}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import sys
 import typing
@@ -14,8 +15,6 @@ import click
 
 from mgft import __version__
 from mgft.cli import jobs as jobs_cli
-from mgft.generate.launch import generate_options
-from mgft.plan.report import plan_options
 from mgft.spec.errors import SpecError, one_line_errors
 from mgft.spec.flags import FLAGS
 from mgft.spec.job import (
@@ -40,20 +39,62 @@ _CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "-
             "--pod-security": PodSecurity, "--container": SlurmContainer}
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    # Once per spec class: building the options asks for ~300 fields, and each uncached
+    # get_type_hints re-evaluates every annotation of the class (most of `mgft`'s start-up).
+    return typing.get_type_hints(cls, include_extras=True)
+
+
+@functools.cache
+def _defaults(cls: type) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(cls)}
+
+
 def _field_help(path: str) -> tuple[str, str]:
     """Help text and metavar from the spec field: one source for --help and the YAML schema."""
     from mgft.spec.build import SECTIONS
 
     *section, leaf = path.split(".")
     cls = SECTIONS[section[0]] if section else JobSpec
-    hint = typing.get_type_hints(cls, include_extras=True)[leaf]
+    hint = _hints(cls)[leaf]
     text = next(m.description for m in hint.__metadata__ if getattr(m, "description", None))
-    default = next(f.default for f in dataclasses.fields(cls) if f.name == leaf)
+    default = _defaults(cls)[leaf]
     if default is not dataclasses.MISSING and default is not None:
         text += f"  [default: {getattr(default, 'value', default)}]"
     kinds = typing.get_args(hint.__origin__) or (hint.__origin__,)
     metavar = next(({int: "N", float: "NUMBER"}.get(k) for k in kinds if k in (int, float)), "TEXT")
     return text, "BOOL" if bool in kinds else metavar
+
+
+class LazyOptions(click.Command):
+    """A command whose options are built the first time click asks for them (to parse its
+    arguments or print its help), so that each `mgft` call builds, and imports what it needs
+    for, only its own command's options: there are about 100 per command."""
+
+    def __init__(self, *args: Any, options: Callable[[], list[click.Parameter]],
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._options: Callable[[], list[click.Parameter]] | None = options
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        if self._options is not None:
+            self.params[:0] = self._options()
+            self._options = None
+        return super().get_params(ctx)
+
+
+Decorator = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def options_of(*decorators: Decorator) -> list[click.Parameter]:
+    """The parameters that stacking these click.option decorators (outermost first) adds, in
+    the order click gives them to a command."""
+    def holder() -> None: ...
+
+    for decorate in reversed(decorators):
+        holder = decorate(holder)
+    return list(reversed(holder.__click_params__))  # type: ignore[attr-defined]
 
 
 def job_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -105,7 +146,10 @@ def spec_from_options(config_file: Path | None, overrides: tuple[str, ...],
                             "write e.g. --nccl NCCL_SOCKET_IFNAME==eth1")
         flags[f"dist.nccl.{key}"] = value
     notes: list[str] = []
-    spec = build_spec(merge(file_data, flags, overrides), note=notes.append)
+    from mgft.plan import resolve_auto
+
+    spec = build_spec(merge(file_data, flags, overrides), note=notes.append,
+                      resolve_auto=resolve_auto)
     if check_files:
         check_local_inputs(spec)
     _warn(spec)
@@ -128,8 +172,7 @@ def main() -> None:
     """mgft: multi-GPU LLM fine-tuning on Kubernetes, Slurm and this machine."""
 
 
-@main.command()
-@job_options
+@main.command(cls=LazyOptions, options=lambda: options_of(job_options))
 @one_line_errors
 def render(**options: Any) -> None:
     """Print what `mgft submit` would submit, with no side effects."""
@@ -152,10 +195,11 @@ def _local_gpus(spec: JobSpec) -> tuple[str, ...] | None:
     return choice.visible if choice else None
 
 
-@main.command()
-@job_options
-@click.option("--replace", is_flag=True,
-              help="k8s: delete a job of the same name first (a claim with outputs is kept).")
+_REPLACE = click.option("--replace", is_flag=True, help="k8s: delete a job of the same name "
+                        "first (a claim with outputs is kept).")
+
+
+@main.command(cls=LazyOptions, options=lambda: options_of(job_options, _REPLACE))
 @one_line_errors
 def submit(replace: bool, **options: Any) -> None:
     """Submit the job (local: run torchrun here and return the trainer's exit code)."""
@@ -171,8 +215,19 @@ def submit(replace: bool, **options: Any) -> None:
     sys.exit(backend.submit(spec, replace=True))
 
 
-@main.command()
-@plan_options(_field_help)
+def _plan_options() -> list[click.Parameter]:
+    from mgft.plan.report import plan_options
+
+    return options_of(plan_options(_field_help))
+
+
+def _generate_options() -> list[click.Parameter]:
+    from mgft.generate.launch import generate_options
+
+    return options_of(generate_options(_field_help, _CHOICES))
+
+
+@main.command(cls=LazyOptions, options=_plan_options)
 @one_line_errors
 def plan(**options: Any) -> None:
     """Estimate per-GPU memory under each strategy; recommend one and the largest micro-batch."""
@@ -181,8 +236,7 @@ def plan(**options: Any) -> None:
     run_plan(**options)
 
 
-@main.command()
-@generate_options(_field_help, _CHOICES)
+@main.command(cls=LazyOptions, options=_generate_options)
 @one_line_errors
 def generate(**options: Any) -> None:
     """Generate completions for a JSONL of prompts on every GPU (local, Slurm or k8s);
@@ -225,9 +279,11 @@ def nccl() -> None:
     """The NCCL environment mgft gives a job."""
 
 
-@nccl.command()
-@job_options
-@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+_JSON_TABLE = click.option("--json", "as_json", is_flag=True,
+                           help="Print JSON instead of a table.")
+
+
+@nccl.command(cls=LazyOptions, options=lambda: options_of(job_options, _JSON_TABLE))
 @one_line_errors
 def explain(as_json: bool, **options: Any) -> None:
     """Print every variable the job gets and why; what `auto` resolves at start."""

@@ -6,7 +6,8 @@ RDMA ports are up, which GID is RoCE v2), filled in at start by `prepare_process
 `auto` detects the fabric on the node at start, never on the submitting machine: a login
 node or laptop has none of the job's network.
 
-Variables the environment already holds are never replaced at start (`envcontract.fill_unset`).
+Variables the environment already holds are never replaced at start
+(`mgft.contract.env.fill_unset`).
 No preset touches NCCL_NVLS_ENABLE.
 """
 

@@ -30,10 +30,17 @@ def to_argv(args: Any) -> list[str]:
         value = getattr(args, f.name)
         if value is None:
             continue
-        text = value.value if isinstance(value, Enum) else str(value)
+        text = _text(value)
         # One `--flag=value` word, so a value that starts with "-" is never read as a flag.
         argv.append(f"{flag_for(f.name)}={text}")
     return argv
+
+
+def _text(value: Any) -> str:
+    """A tuple (--report-to) is one comma-separated word, as the flag is typed."""
+    if isinstance(value, tuple):
+        return ",".join(_text(v) for v in value)
+    return value.value if isinstance(value, Enum) else str(value)
 
 
 def from_argv(cls: type[T], argv: Sequence[str], prog: str, description: str) -> T:

@@ -127,6 +127,48 @@ def check_gpus(visible: list[Device], info: TorchInfo | None, within: str | None
     return Check("gpus", PASS, detail)
 
 
+@dataclass(frozen=True, slots=True)
+class Module:
+    """An optional module the GPU paths use: its version if installed, else None."""
+
+    name: str  # what the trainer imports
+    version: str | None
+
+
+def find_module(name: str, dist: str) -> Module:
+    """Installed or not, without importing it: Liger and Triton pull in torch and CUDA."""
+    import importlib.metadata
+    import importlib.util
+
+    if importlib.util.find_spec(name) is None:
+        return Module(name, None)
+    try:
+        return Module(name, importlib.metadata.version(dist))
+    except importlib.metadata.PackageNotFoundError:
+        return Module(name, "installed")
+
+
+GPU_EXTRA = "pip install 'mgft[gpu]'"
+
+
+def check_kernels(liger: Module, triton: Module, gpu_run: bool) -> Check:
+    """Would `--kernels auto` (the default) use Liger's kernels on a GPU run here? It falls
+    back to the plain path quietly: slower, and with the whole logits tensor in memory."""
+    if not gpu_run:
+        return Check("kernels", PASS, "not used: Liger's kernels are for GPU runs "
+                     "(--kernels auto takes the plain path on CPU)")
+    if liger.version is None:
+        return Check("kernels", WARN, "liger-kernel is not installed: --kernels auto would use "
+                     f"the plain path (slower, full logits in memory); {GPU_EXTRA}")
+    if triton.version is None:
+        return Check("kernels", WARN, f"liger-kernel {liger.version} is installed but triton "
+                     "is not (it comes with torch's CUDA build on Linux): --kernels auto would "
+                     "fail to load Liger and use the plain path; install a CUDA torch, then "
+                     f"{GPU_EXTRA}")
+    return Check("kernels", PASS, f"liger-kernel {liger.version}, triton {triton.version}: "
+                 "--kernels auto uses Liger's kernels on CUDA")
+
+
 def check_shm(free_bytes: int | None, total_bytes: int | None, gpus: int) -> Check:
     if total_bytes is None:
         return Check("shm", WARN, "/dev/shm missing: NCCL and DataLoader workers need it")

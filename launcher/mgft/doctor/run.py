@@ -50,6 +50,9 @@ def run_checks(opts: Options) -> list[c.Check]:
     if not any(r.name == "gpus" for r in results):
         nproc = dist.local_world_size if expect_gpus else None
         results.append(c.check_gpus(visible, info, within, expect_gpus, nproc))
+    gpu_run = bool(visible) or expect_gpus or bool(info and info.cuda_available)
+    results.append(c.check_kernels(c.find_module("liger_kernel", "liger-kernel"),
+                                   c.find_module("triton", "triton"), gpu_run))
     ifaces, ports = netinfo.interfaces(), netinfo.rdma_ports()
     free, total = c.shm_sizes()
     host, port = opts.rdzv or ((dist.master_addr, dist.master_port) if in_job else (None, None))

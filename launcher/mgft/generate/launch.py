@@ -98,8 +98,10 @@ def build_generate_spec(config_file: Path | None, overrides: tuple[str, ...],
     train = raw.setdefault("train", {})
     if isinstance(train, dict):
         train.setdefault("micro_batch", BATCH_SIZE)
+    from mgft.plan import resolve_auto
+
     with naming(generate_flags()):
-        spec = build_spec(raw, note=note)
+        spec = build_spec(raw, note=note, resolve_auto=resolve_auto)
         check_local_inputs(spec)
     return spec
 

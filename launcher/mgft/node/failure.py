@@ -26,6 +26,14 @@ _WORKER_LINE = re.compile(r"^\[[A-Za-z_-]+\d+\]:")
 # The trainer's last line when it stopped at a checkpoint (mgft_train.main):
 #   mgft-train: stopped by SIGTERM after step 3 of 40; checkpoint in ...; ... (exit 75)
 _PREEMPTED_LINE = re.compile(rf"mgft-train: stopped by .*\(exit {PREEMPTED}\)\s*$")
+# What torchrun logs when the barrier its agents pass on the way out fails: on a multi-node
+# job, after this node's workers have all finished, when the node whose torchrun held the
+# rendezvous store exits first. torchrun then exits as its workers did; the DistNetworkError,
+# its C++ frames and "failed to shutdown the rendezvous" around this line say nothing wrong.
+_EXIT_BARRIER = "Error waiting on exit barrier"
+EXIT_BARRIER_NOTE = ("torchrun's exit-barrier error above (DistNetworkError, C++ frames) is "
+                     "harmless: every rank on this node finished, and the node holding the "
+                     "rendezvous store had already exited")
 
 
 class FailureScan:
@@ -36,9 +44,12 @@ class FailureScan:
         self.exit_code: int | None = None
         self.rank: int | None = None
         self.local_rank: int | None = None
+        self.exit_barrier_error = False  # torchrun's, after every worker here finished
 
     def feed(self, line: str) -> None:
-        if "Root Cause" in line:
+        if _EXIT_BARRIER in line:
+            self.exit_barrier_error = True
+        elif "Root Cause" in line:
             self.in_root_cause = True
         elif self.in_root_cause and self.rank is None and (m := _FAILED_RANK.match(line)):
             self.rank = int(m.group(1))

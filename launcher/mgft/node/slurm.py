@@ -37,7 +37,7 @@ from typing import IO
 
 from mgft.contract.env import SlurmEnv
 from mgft.contract.exitcodes import OK, PREEMPTED
-from mgft.node.failure import FailureScan
+from mgft.node.failure import EXIT_BARRIER_NOTE, FailureScan
 
 # A rendezvous port per job, so jobs sharing a node never collide on torchrun's fixed 29500.
 RDZV_PORT_BASE = 20000
@@ -57,6 +57,7 @@ class Outcome:
     failed_rank: int | None
     signals: frozenset[int]  # what this task received while torchrun ran
     ranks: tuple[int, ...]  # the global ranks this node ran
+    exit_barrier_error: bool = False  # torchrun's noise on the way out (node.failure)
 
     @property
     def preempted(self) -> bool:
@@ -163,7 +164,8 @@ def run(argv: Sequence[str], env: Mapping[str, str], *, nproc: int | None = None
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     return Outcome(torchrun_code=proc.returncode, trainer_code=scan.exit_code,
-                   failed_rank=scan.rank, signals=frozenset(received), ranks=ranks)
+                   failed_rank=scan.rank, signals=frozenset(received), ranks=ranks,
+                   exit_barrier_error=scan.exit_barrier_error)
 
 
 def _send(pid: int, sig: int) -> None:
@@ -195,6 +197,8 @@ def settle(outcome: Outcome, slurm: SlurmEnv, requeue: Callable[[str], None]) ->
         if outcome.exit_code != OK:
             where = f" on rank {outcome.failed_rank}" if outcome.failed_rank is not None else ""
             log(f"trainer exited with code {outcome.exit_code}{where}")
+        elif outcome.exit_barrier_error:
+            log(EXIT_BARRIER_NOTE)
         return outcome.exit_code
     if slurm.node_id != 0:
         return OK  # node 0 requeues the job

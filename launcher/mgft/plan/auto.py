@@ -31,17 +31,6 @@ def arch_for(spec: JobSpec) -> Arch:
                     "or pick a strategy")
 
 
-def job_of(spec: JobSpec, arch: Arch) -> Job:
-    """What the trainer will run, as `mgft plan` describes it: bf16 on GPUs, with the spec's
-    kernels, packing, activation checkpointing and precision."""
-    t = spec.train
-    return Job(arch=arch, tuning=t.tuning, dtype="bf16", micro_batch=t.micro_batch,
-               seq_len=t.seq_len, grad_accum=t.grad_accum, lora_r=t.lora_r,
-               lora_dropout=t.lora_dropout, gpus_per_node=spec.resources.gpus,
-               nodes=spec.resources.nodes, kernels=t.kernels, packing=t.packing,
-               checkpointing=t.activation_checkpointing, precision=t.precision)
-
-
 def host_budget(spec: JobSpec) -> int | None:
     """Bytes of host memory per node: this machine's (local), --mem (Slurm), else unknown
     (K8sSpec has no memory limit to compare with)."""
@@ -65,7 +54,7 @@ def resolve_auto(spec: JobSpec) -> tuple[JobSpec, str]:
         return with_strategy(spec, Strategy.DDP), (
             "--strategy auto: ddp (on CPU there is no GPU memory to plan for)")
     arch = arch_for(spec)
-    job = job_of(spec, arch)
+    job = Job.of_spec(spec, arch)
     host = host_budget(spec)
     budget = Budget(gpu_memory_gib=spec.plan.gpu_memory_gib, margin=spec.plan.margin,
                     host_memory_gib=None if host is None else host / GIB)

@@ -115,14 +115,12 @@ def known_arch(spec: JobSpec) -> Arch | None:
 
 def planned(spec: JobSpec) -> HostBreakdown | None:
     """The host memory the job's plan needs per node, when its model's shape is known."""
-    from mgft.plan.auto import job_of
-
     if spec.generate is not None or spec.on_cpu or spec.train.strategy is Strategy.AUTO:
         return None  # the plan sizes GPU training; on CPU every byte is host memory anyway
     arch = known_arch(spec)
     if arch is None:
         return None
-    job = job_of(spec, arch)
+    job = Job.of_spec(spec, arch)
     if spec.resources.nproc_per_node not in (None, processes(job, spec.train.strategy)):
         return None  # not the one-process-per-GPU layout the plan describes
     return host(job, spec.train.strategy)

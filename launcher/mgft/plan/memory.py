@@ -19,7 +19,7 @@ from mgft.plan.activations import (
     saved_bytes,
 )
 from mgft.plan.arch import Arch
-from mgft.spec.job import Kernels, Precision, Strategy, Tuning
+from mgft.spec.job import JobSpec, Kernels, Precision, Strategy, Tuning
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 FP32 = 4
@@ -98,6 +98,17 @@ class Job:
     precision: Precision = Precision.MIXED
     save: bool = True  # the final save gathers the model on rank 0's CPU (not --save none)
     save_merged: bool = False
+
+    @classmethod
+    def of_spec(cls, spec: JobSpec, arch: Arch) -> Job:
+        """What the trainer will run, as `mgft plan` describes it: bf16 on GPUs, with the
+        spec's kernels, packing, activation checkpointing and precision."""
+        t = spec.train
+        return cls(arch=arch, tuning=t.tuning, dtype="bf16", micro_batch=t.micro_batch,
+                   seq_len=t.seq_len, grad_accum=t.grad_accum, lora_r=t.lora_r,
+                   lora_dropout=t.lora_dropout, gpus_per_node=spec.resources.gpus,
+                   nodes=spec.resources.nodes, kernels=t.kernels, packing=t.packing,
+                   checkpointing=t.activation_checkpointing, precision=t.precision)
 
     @property
     def world(self) -> int:
@@ -249,9 +260,12 @@ def layer_bytes(job: Job, a: Assumptions, strategy: Strategy) -> float:
 
 
 def liger(job: Job, a: Assumptions) -> bool:
-    """Whether the trainer patches in Liger's kernels: --kernels liger, or auto with
-    liger-kernel installed (GPU runs; the plan sizes GPUs)."""
-    return job.kernels is Kernels.LIGER or (job.kernels is Kernels.AUTO and a.liger_installed)
+    """Whether the trainer patches in Liger's kernels: --kernels liger, or auto (and fp8,
+    which is auto's kernels plus FP8 base weights) with liger-kernel installed (GPU runs;
+    the plan sizes GPUs). FP8's base weights take what bf16's did (W and W.T, a byte
+    each), so the plan's weight bytes stand."""
+    return job.kernels is Kernels.LIGER or (job.kernels in (Kernels.AUTO, Kernels.FP8)
+                                            and a.liger_installed)
 
 
 def batch(job: Job, strategy: Strategy, a: Assumptions) -> Batch:

@@ -15,7 +15,7 @@ from typing import Any
 import click
 
 from mgft.plan.memory import DTYPE_BYTES, GIB
-from mgft.spec.errors import SpecError
+from mgft.spec.errors import NO_VALUE, SpecError
 from mgft.spec.job import Kernels, Precision, Strategy, Tuning
 
 PLAN_FLAGS = {
@@ -101,7 +101,7 @@ def job_from_options(options: dict[str, Any]):
     from mgft.plan.pick import Budget
 
     if options["model"] is None:
-        raise SpecError("--model", None, "is required",
+        raise SpecError("--model", NO_VALUE, "is required",
                         "pass a known architecture (`mgft plan --model list` shows them), a "
                         "model directory or a config.json")
     v = {flag: _value(flag, options[flag[2:].replace("-", "_")]) for flag in PLAN_FLAGS}

@@ -30,7 +30,7 @@ mgft.fabricPresets: the static variables of each --fabric preset.
 
 
 def _kind(hint: Any) -> str:
-    """How a field's value is written on the command line: int, float, bool or str."""
+    """How a field's value is written on the command line: int, float, bool, list or str."""
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         [hint] = [a for a in typing.get_args(hint) if a is not type(None)]
     if hint is bool:
@@ -39,6 +39,8 @@ def _kind(hint: Any) -> str:
         return "int"
     if hint is float:
         return "float"
+    if typing.get_origin(hint) is tuple:
+        return "list"  # --report-to: one comma-separated word, as mgft writes it
     return "str"  # str, enums (written by value), paths
 
 

@@ -58,7 +58,7 @@ def log_dir(spec: JobSpec) -> str:
 
 def torchrun_logging(spec: JobSpec) -> list[str]:
     # --tee copies every rank's output to the node's log with a "[rankN]:" prefix (from
-    # envcontract.NodeEnv); the prefix is only applied to tee'd output.
+    # mgft.contract.env.NodeEnv); the prefix is only applied to tee'd output.
     return [f"--log-dir={log_dir(spec)}", "--tee=3"]
 
 

@@ -1,4 +1,13 @@
-"""Kubeflow Trainer v2 TrainJob (`trainer.kubeflow.org/v1alpha1`)."""
+"""Kubeflow Trainer v2 TrainJob (`trainer.kubeflow.org/v1alpha1`).
+
+One document for every Trainer release mgft supports, so no setting picks between them: it
+uses only what v2.3 and v2.4 (the newest release) share. runtimePatches came in v2.2 (it
+replaced podTemplateOverrides, which a Trainer v2.0 or v2.1 would drop); a patch may name only
+a replicated job and containers the runtime has, may not set env on the `node` container
+(that goes in trainer.env), and carries no priorityClassName, schedulerName or backoffLimit
+(hence the PyTorchJob-only options in `mgft.spec.rules.k8s`). v2.4 limits a runtime's
+replicated job names to 20 characters; the stock runtime's `node` fits.
+"""
 
 from __future__ import annotations
 

@@ -152,13 +152,22 @@ def merge(file_data: Mapping[str, Any], flags: Mapping[str, Any],
     return raw
 
 
-def build_spec(raw: Mapping[str, Any], note: Callable[[str], None] | None = None) -> JobSpec:
+# `--strategy auto`: the planner that picks a strategy for the job, and says why.
+ResolveAuto = Callable[[JobSpec], tuple[JobSpec, str]]
+
+
+def build_spec(raw: Mapping[str, Any], note: Callable[[str], None] | None = None, *,
+               resolve_auto: ResolveAuto | None = None) -> JobSpec:
     """The one place a JobSpec is created: types, defaults, derived fields, rules. `note`
-    hears what was decided for the user (the strategy `auto` chose, and why)."""
+    hears what was decided for the user (the strategy `auto` chose, and why).
+    `resolve_auto` (mgft.plan.auto.resolve_auto, passed in by the CLI, which sits above both
+    the spec and the plan) replaces `--strategy auto` before the rules run."""
     spec = _validate(raw)
     if spec.train.strategy is Strategy.AUTO:
-        from mgft.plan.auto import resolve_auto
-
+        if resolve_auto is None:
+            fail("train.strategy", "auto", "this caller has no planner to choose a strategy",
+                 "name one: ddp, fsdp, zero1, zero2, zero3, zero3-offload or mp")
+        assert resolve_auto is not None
         spec, why = resolve_auto(spec)
         if note is not None:
             note(why)
@@ -243,7 +252,10 @@ def check_local_inputs(spec: JobSpec) -> None:
 
 def _spec_error(err: ValidationError) -> SpecError:
     first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"])
+    loc = list(first["loc"])
+    while loc and isinstance(loc[-1], int):  # one item of a list (--report-to): name the list
+        loc.pop()
+    path = ".".join(str(p) for p in loc)
     name, kind, ctx = display_name(path), first["type"], first.get("ctx", {})
     if kind in ("extra_forbidden", "unexpected_keyword_argument"):
         close = difflib.get_close_matches(path, _known_paths(), n=1)

@@ -13,7 +13,10 @@ from mgft.contract.env import RESERVED
 from mgft.spec.errors import fail
 from mgft.spec.job import Backend, JobSpec, SlurmContainer, Strategy, Tuning
 from mgft.spec.names import DNS1035, ENV_NAME, MAX_NAME_LEN
+from mgft.spec.parallel_dims import ParallelDims
+from mgft.spec.rules import kernels as kernel_rules
 from mgft.spec.rules import slurm as slurm_rules
+from mgft.spec.rules import tracking as tracking_rules
 from mgft.spec.rules.generate import check_generate
 
 _SLURM_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
@@ -22,11 +25,6 @@ _SLURM_TIME = re.compile(r"^(\d+-)?\d+(:\d{2}){0,2}$")
 _IMAGE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
 # peft target_modules: "all-linear" or module names (regex-free, so a typo cannot match widely).
 _LORA_TARGETS = re.compile(r"^all-linear$|^[A-Za-z_][A-Za-z0-9_.]*(,[A-Za-z_][A-Za-z0-9_.]*)*$")
-_GPU_ONLY = {
-    Strategy.MP: "mp splits one model across the GPUs of a node",
-    Strategy.ZERO3_OFFLOAD: "zero3-offload moves GPU state to CPU memory, and on CPU "
-    "everything is there already",
-}
 
 
 
@@ -37,6 +35,7 @@ def check(spec: JobSpec) -> None:
     _check_tuning(spec)
     _check_precision(spec)
     _check_eval(spec)
+    _check_report_to(spec)
     _check_restarts(spec)
     _check_env(spec)
     _check_dist(spec)
@@ -56,6 +55,7 @@ def warnings(spec: JobSpec) -> list[str]:
     YAML file may serve several backends."""
     from mgft.spec.flags import display_name
 
+    found = tracking_rules.warnings(spec) if spec.backend is Backend.K8S else []
     paths = ["image"] if spec.backend is Backend.LOCAL and spec.image is not None else []
     for section, owner in (("k8s", Backend.K8S), ("slurm", Backend.SLURM)):
         if spec.backend is not owner:
@@ -63,14 +63,14 @@ def warnings(spec: JobSpec) -> list[str]:
             paths += [f"{section}.{f.name}" for f in dataclasses.fields(given)
                       if getattr(given, f.name) != getattr(default, f.name)]
     if not paths:
-        return []
+        return found
     names = ", ".join(display_name(p) for p in paths)
-    return [f"--backend {spec.backend.value} ignores {names} (options of another backend)"]
+    return found + [f"--backend {spec.backend.value} ignores {names} (options of another backend)"]
 
 
 def _check_strings(spec: JobSpec) -> None:
     texts = {f"train.{k}": getattr(spec.train, k) for k in ("model", "dataset", "output")}
-    for key in ("chat_template", "eval_dataset"):
+    for key in ("chat_template", "eval_dataset", "data_cache"):
         if getattr(spec.train, key) is not None:
             texts[f"train.{key}"] = getattr(spec.train, key)
     texts |= {f"env.{k}": v for k, v in spec.env.items()}
@@ -89,23 +89,7 @@ def _check_name(spec: JobSpec) -> None:
 
 
 def _check_processes(spec: JobSpec) -> None:
-    gpus, nproc = spec.resources.gpus, spec.nproc_per_node
-    strategy = spec.train.strategy
-    if gpus == 0 and strategy in _GPU_ONLY:
-        fail("train.strategy", strategy.value, f"needs GPUs ({_GPU_ONLY[strategy]})",
-              "set --gpus 2 or more, or pick --strategy ddp, fsdp, zero2 or zero3 for CPU")
-    if strategy is Strategy.MP:
-        if gpus < 2:
-            fail("resources.gpus", gpus, "--strategy mp splits the model across GPUs",
-                  "set --gpus 2 or more")
-        if nproc != 1:
-            fail("resources.nproc_per_node", nproc,
-                  "--strategy mp runs one process per node that sees all its GPUs",
-                  "drop --nproc-per-node or set it to 1")
-    elif gpus > 0 and nproc != gpus:
-        fail("resources.nproc_per_node", nproc,
-              f"--strategy {strategy.value} runs one process per GPU and --gpus is {gpus}",
-              f"drop --nproc-per-node or set it to {gpus}")
+    ParallelDims.of_spec(spec)  # refuses a process layout the strategy cannot run
 
 
 def _check_tuning(spec: JobSpec) -> None:
@@ -124,9 +108,17 @@ def _check_tuning(spec: JobSpec) -> None:
         fail("train.save_merged", train.save_merged,
               "--tuning full trains every weight and saves the whole model; there is no "
               "adapter to merge", "drop --save-merged")
+    if problem := kernel_rules.fp8_problem(train):
+        flag, value, why, fix = problem
+        fail(f"train.{flag.removeprefix('--').replace('-', '_')}", value, why, fix)
     if train.tuning is not Tuning.FULL and not _LORA_TARGETS.match(train.lora_targets):
         fail("train.lora_targets", train.lora_targets, "not all-linear or a list of module names",
               "use all-linear, or names separated by commas, e.g. q_proj,k_proj,v_proj,o_proj")
+
+
+def _check_report_to(spec: JobSpec) -> None:
+    if problem := tracking_rules.report_to_problem(spec.train.report_to):
+        fail("train.report_to", ",".join(spec.train.report_to), *problem)
 
 
 def _check_eval(spec: JobSpec) -> None:

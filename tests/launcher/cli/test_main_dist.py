@@ -163,7 +163,8 @@ def test_doctor_on_this_cpu_machine_says_there_are_no_gpus(tmp_path: Path) -> No
     assert checks["driver"]["status"] == "warn"
     assert checks["torch"]["status"] == "pass" and "CPU-only" in checks["torch"]["detail"]
     assert set(checks) == {"driver", "torch", "nccl", "gpus", "shm", "ulimits", "nccl env",
-                           "network", "rendezvous"}
+                           "network", "rendezvous", "kernels"}
+    assert checks["kernels"]["status"] == "pass"  # nothing falls back where no GPU runs
     assert "no GPUs visible" in result.stdout
 
 

@@ -19,7 +19,7 @@ def test_every_field_is_written() -> None:
         "--lora-alpha", "--lora-dropout", "--data-format", "--train-on-prompt", "--packing",
         "--overlong", "--kernels", "--activation-checkpointing", "--precision", "--lora-targets",
         "--save", "--save-every", "--keep-checkpoints", "--save-merged",
-        "--random-init"]
+        "--random-init", "--report-to"]
 
 
 def test_data_options_round_trip_including_booleans() -> None:

@@ -143,3 +143,72 @@ def test_torch_probe_reports_this_machines_cpu_torch() -> None:
     info = c.torch_probe()
     assert info.error is None and info.torch and info.torch.startswith("2.")
     assert info.cuda is None and info.device_count == 0
+
+
+LIGER = c.Module("liger_kernel", "0.8.5")
+TRITON = c.Module("triton", "3.5.0")
+NO_LIGER = c.Module("liger_kernel", None)
+NO_TRITON = c.Module("triton", None)
+
+
+@pytest.mark.parametrize(("liger", "triton", "gpu_run", "status", "says"), [
+    (NO_LIGER, NO_TRITON, False, c.PASS, "not used"),
+    (NO_LIGER, TRITON, True, c.WARN, "--kernels auto would use the plain path"),
+    (LIGER, NO_TRITON, True, c.WARN, "triton is not"),
+    (LIGER, TRITON, True, c.PASS, "liger-kernel 0.8.5, triton 3.5.0"),
+])
+def test_kernels_says_when_a_gpu_run_would_fall_back(liger: c.Module, triton: c.Module,
+                                                     gpu_run: bool, status: str,
+                                                     says: str) -> None:
+    check = c.check_kernels(liger, triton, gpu_run)
+    assert (check.name, check.status) == ("kernels", status) and says in check.detail
+    if status == c.WARN:
+        assert "pip install 'mgft[gpu]'" in check.detail
+
+
+def test_find_module_looks_without_importing(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Liger and Triton import torch and CUDA: the doctor must only look them up."""
+    (tmp_path / "boom_pkg").mkdir()
+    (tmp_path / "boom_pkg" / "__init__.py").write_text("raise RuntimeError('imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert c.find_module("boom_pkg", "boom-pkg") == c.Module("boom_pkg", "installed")
+    assert c.find_module("no_such_module_here", "no-such-dist").version is None
+    assert c.find_module("pytest", "pytest").version == pytest.__version__
+
+
+def _optional_imports(path) -> set[str]:
+    """Top-level modules a trainer file imports inside `try: ... except ImportError`."""
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Try) and any(
+                isinstance(h.type, ast.Name) and h.type.id in ("ImportError",
+                                                               "ModuleNotFoundError")
+                for h in node.handlers):
+            for stmt in node.body:
+                for sub in ast.walk(stmt):
+                    if isinstance(sub, ast.ImportFrom) and sub.module:
+                        found.add(sub.module.split(".")[0])
+                    elif isinstance(sub, ast.Import):
+                        found |= {a.name.split(".")[0] for a in sub.names}
+    return found
+
+
+def test_the_gpu_extra_brings_what_the_gpu_paths_import_quietly() -> None:
+    """Every module kernels.py/attention.py fall back without (beyond torch itself) is in
+    `mgft[gpu]`, the extra the kernels check tells users to install; nothing there compiles."""
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
+    root = Path(__file__).resolve().parents[3]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    gpu = {req.split(";")[0].split(">")[0].split("=")[0].strip().replace("-", "_")
+           for req in extras["gpu"]}
+    trainer = root / "trainer" / "mgft_train"
+    wanted = (_optional_imports(trainer / "kernels.py")
+              | _optional_imports(trainer / "attention.py")) - {"torch", "transformers"}
+    assert wanted == {"liger_kernel"}
+    assert wanted <= gpu
+    assert "flash_attn" not in gpu  # an sdist only: it compiles against a CUDA toolkit

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from mgft.plan.arch import KNOWN
+from mgft.plan.auto import resolve_auto
 from mgft.plan.memory import Job
 from mgft.plan.pick import Budget, make_plan
 from mgft.spec.build import build_spec, merge
@@ -19,7 +20,8 @@ K8S = {"backend": "k8s", "image": "r/i:t", "train.dataset": "/d.jsonl"}
 
 
 def build(notes: list[str] | None = None, **flags):
-    return build_spec(merge({}, K8S | flags, []), note=None if notes is None else notes.append)
+    return build_spec(merge({}, K8S | flags, []), note=None if notes is None else notes.append,
+                      resolve_auto=resolve_auto)
 
 
 def test_auto_becomes_what_the_plan_recommends() -> None:
@@ -99,15 +101,15 @@ def test_render_prints_the_choice_on_stderr_and_the_job_on_stdout() -> None:
 
 
 def test_the_plan_reads_kernels_packing_and_checkpointing_from_the_spec() -> None:
-    from mgft.plan.auto import job_of
+    from mgft.plan.memory import Job
     from mgft.spec.job import Kernels
 
     spec = build(**{"train.model": "/m/llama-3-8b", "resources.gpus": 4,
                     "train.kernels": "none", "train.packing": False,
                     "train.activation_checkpointing": True})
-    job = job_of(spec, KNOWN["llama-3-8b"])
+    job = Job.of_spec(spec, KNOWN["llama-3-8b"])
     assert (job.kernels, job.packing, job.checkpointing) == (Kernels.NONE, False, True)
-    default = job_of(build(**{"train.model": "/m/llama-3-8b", "resources.gpus": 4}),
+    default = Job.of_spec(build(**{"train.model": "/m/llama-3-8b", "resources.gpus": 4}),
                      KNOWN["llama-3-8b"])
     assert (default.kernels, default.packing, default.checkpointing) == (
         Kernels.AUTO, True, False)

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 from mgft.cli.main import main
 from mgft.plan.arch import KNOWN
+from mgft.plan.auto import resolve_auto
 from mgft.plan.host import host, slurm_mem_bytes
 from mgft.plan.memory import Job
 from mgft.plan.pick import Budget, make_plan
@@ -90,9 +91,10 @@ SLURM = {"backend": "slurm", "train.model": "/cluster/models/l8", "train.dataset
 
 def test_slurm_auto_sizes_the_host_with_mem() -> None:
     flags = SLURM | {"train.strategy": "auto", "train.activation_checkpointing": True}
-    assert build_spec(merge({}, flags, [])).train.strategy is Strategy.ZERO3_OFFLOAD
+    assert build_spec(merge({}, flags, []),
+                      resolve_auto=resolve_auto).train.strategy is Strategy.ZERO3_OFFLOAD
     with pytest.raises(SpecError, match="fits 128 GiB of host memory per node"):
-        build_spec(merge({}, flags | {"slurm.mem": "128G"}, []))
+        build_spec(merge({}, flags | {"slurm.mem": "128G"}, []), resolve_auto=resolve_auto)
 
 
 def test_slurm_mem_below_the_plan_is_refused_at_render() -> None:

@@ -52,7 +52,8 @@ def test_model_list() -> None:
 
 
 @pytest.mark.parametrize("args,needle", [
-    ([], "--model None: is required; pass a known architecture"),
+    ([], "--model is required; pass a known architecture (`mgft plan --model list` shows "
+         "them), a model directory or a config.json\n"),
     (["--model", "gpt-9"], "--model gpt-9: neither a config.json"),
     (["--model", "llama-3-8b", "--micro-batch", "0"], "--micro-batch 0:"),
     (["--model", "llama-3-8b", "--dtype", "fp8"], "--dtype fp8: not one of the choices"),

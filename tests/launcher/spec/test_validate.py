@@ -44,6 +44,12 @@ def fails(**flags: Any) -> SpecError:
      "--tuning", "qlora", "--strategy zero3 with qlora"),
     ({"train.tuning": "full", "train.save_merged": True}, "--save-merged", True,
      "drop --save-merged"),
+    ({"train.kernels": "fp8", "train.tuning": "qlora"}, "--kernels", "fp8", "--tuning lora"),
+    ({"train.kernels": "fp8", "train.tuning": "full"}, "--kernels", "fp8", "--tuning lora"),
+    ({"resources.gpus": 4, "train.kernels": "fp8", "train.strategy": "fsdp"}, "--kernels", "fp8",
+     "--strategy ddp"),
+    ({"train.kernels": "fp8", "train.strategy": "ddp", "train.save_merged": True},
+     "--save-merged", True, "merge the saved adapter"),
     ({"train.lora_targets": "q_proj;rm -rf"}, "--lora-targets", "q_proj;rm -rf",
      "q_proj,k_proj"),
     ({"backend": "slurm", "max_restarts": 2}, "--max-restarts", 2, "resumes"),
@@ -86,6 +92,7 @@ def test_error_names_field_value_and_fix(flags: dict, field: str, value: Any, fi
     {"resources.gpus": 2, "train.strategy": "zero3", "train.precision": "mixed"},
     {"train.eval_dataset": "/e.jsonl", "train.eval_every": 50},
     {"train.eval_split": 0.05},
+    {"resources.gpus": 2, "train.kernels": "fp8", "train.strategy": "ddp"},
 ])
 def test_valid_combinations_pass(flags: dict) -> None:
     build_spec(merge({}, BASE | flags, []))

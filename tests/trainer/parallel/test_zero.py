@@ -3,12 +3,20 @@ from __future__ import annotations
 import pytest
 import torch
 from mgft.spec.job import Strategy, TrainSpec
+from mgft.spec.parallel_dims import ParallelDims
 from mgft_train.optim import MAX_GRAD_NORM
-from mgft_train.parallel.zero import STAGES, deepspeed_config
+from mgft_train.parallel import zero
+from mgft_train.parallel.zero import STAGES
 
 
 def spec(strategy: Strategy, **kw) -> TrainSpec:
     return TrainSpec(model="m", dataset="d", strategy=strategy, **kw)
+
+
+def deepspeed_config(train: TrainSpec, stage: int, world: int, *, bf16: bool) -> dict:
+    dims = ParallelDims(strategy=train.strategy, world_size=world, devices_per_process=1,
+                        micro_batch=train.micro_batch, grad_accum=train.grad_accum)
+    return zero.deepspeed_config(train, stage, dims, bf16=bf16)
 
 
 @pytest.mark.parametrize("strategy,stage", [(Strategy.ZERO1, 1), (Strategy.ZERO2, 2),

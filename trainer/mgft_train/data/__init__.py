@@ -7,10 +7,11 @@
     packing.py    several samples per sequence, attention kept inside each
     batches.py    collation, rank sharding, and what the model is given
     split.py      --eval-split: the rows held out for evaluation
+    cache.py      all of the above done once, kept as numpy arrays (--data-cache)
 
 `prepare` does everything up to token ids, for the training rows and the eval set
 (--eval-dataset or --eval-split), so every bad row and a missing chat template fail before
-any process group exists.
+any process group exists. `load` is `prepare` through the data cache (cache.py).
 """
 
 from __future__ import annotations
@@ -33,14 +34,14 @@ from mgft_train.data.batches import (
 from mgft_train.data.encode import IGNORE, EncodeStats, Example, encode_samples
 from mgft_train.data.files import iter_rows
 from mgft_train.data.formats import Parsed, Record, Row, parse
-from mgft_train.data.packing import fill, flat_rows
+from mgft_train.data.packing import Pack, flat_rows
 from mgft_train.data.split import split
 from mgft_train.data.templates import render_prompt, resolve_chat_template, to_sample
 from mgft_train.errors import UsageError
 
 CHAT_FORMATS = frozenset({DataFormat.SHAREGPT, DataFormat.MESSAGES})
 __all__ = ["IGNORE", "EvalSet", "Example", "Prepared", "Row", "collate", "encode", "flat_rows",
-           "label_tokens", "load_rows", "make_loader", "model_inputs", "prepare", "read",
+           "label_tokens", "load", "load_rows", "make_loader", "model_inputs", "prepare", "read",
            "real_tokens", "render_prompt", "summary"]
 
 
@@ -51,6 +52,7 @@ class EvalSet:
     examples: list[Example]
     source: str  # how the user named them: "--eval-dataset FILE" or "--eval-split F of FILE"
     stats: EncodeStats
+    packs: Sequence[Pack] | None = None  # packed already (the data cache's), or packed later
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +64,8 @@ class Prepared:
     last_turn_only: int  # conversations whose template allowed training the last turn only
     seq_len: int
     eval: EvalSet | None = None
+    packs: Sequence[Pack] | None = None  # packed already (the data cache's), or packed later
+    cache: dict[str, Any] | None = None  # what the data cache did (cache.load), for metrics
 
 
 def read(dataset: str, data_format: DataFormat = DataFormat.AUTO) -> Parsed:
@@ -99,16 +103,26 @@ def _eval_set(records: Sequence[Record], spec: TrainSpec, tokenizer: Any,
     its loss is the training loss's measure, on other rows."""
     samples = [to_sample(r, tokenizer, template, spec.train_on_prompt) for r in records]
     examples, stats = encode_samples(samples, tokenizer, spec.seq_len, spec.overlong)
-    if spec.eval_split is not None:
-        flag, value = "--eval-split", spec.eval_split
-        source = f"--eval-split {spec.eval_split} of {Path(spec.dataset).name}"
-    else:
-        flag, value = "--eval-dataset", spec.eval_dataset
-        source = f"--eval-dataset {Path(str(spec.eval_dataset)).name}"
     if not examples:
+        flag, value = (("--eval-split", spec.eval_split) if spec.eval_split is not None
+                       else ("--eval-dataset", spec.eval_dataset))
         raise UsageError(flag, value, _nothing_left(stats, spec, "no eval sample left"),
                          f"raise --seq-len (now {spec.seq_len}) or use --overlong truncate")
-    return EvalSet(examples=examples, source=source, stats=stats)
+    return EvalSet(examples=examples, source=eval_source(spec), stats=stats)
+
+
+def eval_source(spec: TrainSpec) -> str:
+    if spec.eval_split is not None:
+        return f"--eval-split {spec.eval_split} of {Path(spec.dataset).name}"
+    return f"--eval-dataset {Path(str(spec.eval_dataset)).name}"
+
+
+def load(spec: TrainSpec, tokenizer: Any, rank: int = 0) -> Prepared:
+    """`prepare`, from the data cache (built by the first process to get there) unless
+    --data-cache none."""
+    from mgft_train.data import cache
+
+    return cache.load(spec, tokenizer, rank)
 
 
 def load_rows(dataset: str) -> list[Record]:
@@ -147,9 +161,14 @@ def summary(data: Prepared, loader: DataLoader) -> str:
     parts.append(f"{len(data.examples)} samples, {s.tokens} tokens ({s.trained_tokens} trained)")
     items = loader.dataset
     if items and isinstance(items[0], tuple):  # packs are tuples of examples
-        parts.append(f"packed into {len(items)} sequences ({fill(items, data.seq_len):.0%} full)")
+        # = fill(items, seq_len): every example is in a pack, and this reads none of them
+        full = s.tokens / (data.seq_len * len(items))
+        parts.append(f"packed into {len(items)} sequences ({full:.0%} full)")
     if data.eval is not None:
         e = data.eval.stats
         parts.append(f"eval: {len(data.eval.examples)} held-out samples ({data.eval.source}), "
                      f"{e.trained_tokens} tokens scored")
+    if data.cache is not None and data.cache["result"] != "off":
+        parts.append(f"data cache {data.cache['result']} in {data.cache['seconds']:.1f} s "
+                     f"({data.cache['dir']})")
     return "; ".join(parts)

@@ -13,10 +13,11 @@ from functools import partial
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 from mgft_train.data.encode import IGNORE, Example
-from mgft_train.data.packing import collate_packed, pack
+from mgft_train.data.order import EpochOrder
+from mgft_train.data.packing import Pack, collate_packed, pack
 
 Batch = dict[str, torch.Tensor]
 MODEL_KEYS = ("input_ids", "attention_mask", "position_ids")
@@ -59,20 +60,22 @@ def label_tokens(batch: Batch) -> int:
 
 def make_loader(examples: Sequence[Example], *, micro_batch: int, pad_id: int, rank: int,
                 world_size: int, seed: int, pin_memory: bool = False,
-                pack_len: int | None = None, flat: bool = False) -> DataLoader:
+                pack_len: int | None = None, flat: bool = False,
+                packs: Sequence[Pack] | None = None) -> DataLoader:
     """Each rank sees its own 1/world_size of the data, reshuffled every epoch (set_epoch).
 
     With pack_len, the items are packs of up to pack_len tokens, and a micro-batch is
-    micro_batch packs. DistributedSampler pads with repeated items so every rank has the same
-    number of batches; unequal counts would leave one rank waiting forever in an all-reduce.
+    micro_batch packs: `packs` if given (`pack(examples, pack_len, seed)` made once, by the
+    data cache), else packed here. The order (data/order.py) pads with repeated items so
+    every rank has the same number of batches; unequal counts would leave one rank waiting
+    forever in an all-reduce.
     """
     items: Sequence[Any]
     if pack_len is None:
-        items, collate_fn = list(examples), partial(collate, pad_id=pad_id)
+        items, collate_fn = examples, partial(collate, pad_id=pad_id)
     else:
-        items = pack(examples, pack_len, seed)
+        items = pack(examples, pack_len, seed) if packs is None else packs
         collate_fn = partial(collate_packed, pad_id=pad_id, flat=flat)
-    sampler = DistributedSampler(items, num_replicas=world_size, rank=rank, shuffle=True,
-                                 seed=seed, drop_last=False)
+    sampler = EpochOrder(len(items), rank=rank, world_size=world_size, seed=seed)
     return DataLoader(items, batch_size=micro_batch, sampler=sampler, collate_fn=collate_fn,
                       pin_memory=pin_memory)

@@ -28,6 +28,8 @@ from mgft_train.data.encode import IGNORE, Example
 Pack = tuple[Example, ...]
 # Attention implementations that turn restarting position_ids into a per-row block mask.
 ROW_MASKED = frozenset({"eager", "sdpa", "flex_attention"})
+# The eval set is packed the same way whatever --seed is: its loss is comparable across runs.
+EVAL_PACK_SEED = 0
 
 
 def pack(examples: Sequence[Example], capacity: int, seed: int) -> list[Pack]:
@@ -36,13 +38,20 @@ def pack(examples: Sequence[Example], capacity: int, seed: int) -> list[Pack]:
     Packs typically end up over 95% full. The seeded shuffle first only decides the order
     among samples of equal length. Every example must fit (encode truncates or drops).
     """
-    order = list(range(len(examples)))
+    packs = pack_indices([len(e.input_ids) for e in examples], capacity, seed)
+    return [tuple(examples[i] for i in p) for p in packs]
+
+
+def pack_indices(lengths: Sequence[int], capacity: int, seed: int) -> list[list[int]]:
+    """`pack` on the examples' lengths: each pack as the indices of its examples (what the
+    data cache stores)."""
+    order = list(range(len(lengths)))
     random.Random(seed).shuffle(order)
-    order.sort(key=lambda i: -len(examples[i].input_ids))  # stable: ties stay shuffled
+    order.sort(key=lambda i: -lengths[i])  # stable: ties stay shuffled
     packs: list[list[int]] = []
     room: list[tuple[int, int]] = []  # (tokens still free, pack index), ascending
     for i in order:
-        n = len(examples[i].input_ids)
+        n = lengths[i]
         if n > capacity:
             raise ValueError(f"example of {n} tokens exceeds the pack capacity {capacity}")
         k = bisect_left(room, (n, -1))
@@ -54,7 +63,7 @@ def pack(examples: Sequence[Example], capacity: int, seed: int) -> list[Pack]:
         packs[p].append(i)
         if free - n > 0:
             insort(room, (free - n, p))
-    return [tuple(examples[i] for i in p) for p in packs]
+    return packs
 
 
 def collate_packed(packs: Sequence[Pack], pad_id: int, flat: bool = False) -> dict[str, Any]:

@@ -1,10 +1,14 @@
 """Parallelism: one small module per strategy, each with `apply(model, spec, ctx, total)`
 returning the `Engine` the loop drives, and `detect`, which says what really ran.
 
-    ddp.py    DistributedDataParallel (and a single process, unwrapped)
-    fsdp.py   FSDP2 fully_shard per transformer block
-    zero.py   DeepSpeed ZeRO-1/2/3 and ZeRO-3 with CPU offload
-    mp.py     layers split across one process's GPUs
+    engine.py         the Engine every strategy returns: the model made parallel, its
+                      optimizer and schedule (zero.ZeroEngine: DeepSpeed's own step)
+    ddp.py            DistributedDataParallel (and a single process, unwrapped)
+    fsdp.py           FSDP2 fully_shard per transformer block
+    zero.py           DeepSpeed ZeRO-1/2/3 and ZeRO-3 with CPU offload
+    zero3_linear.py   ZeRO-3's linear function: a frozen layer saves no input for backward
+    mp.py             layers split across one process's GPUs
+    detect.py         what really ran (strategy, sharding, offload), for metrics.json
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ JIT build; offload uses DeepSpeedCPUAdam.
 
 from __future__ import annotations
 
+import shutil
 import warnings
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Any
 
 import torch
 from mgft.spec.job import Strategy, TrainSpec
+from mgft.spec.parallel_dims import ParallelDims
 
 from mgft_train import optim
 from mgft_train.distributed import Dist
@@ -30,7 +32,8 @@ PREFETCH_ELEMENTS = 200_000_000
 NEVER = 2**31 - 1  # "steps_per_print": DeepSpeed's own per-step logging duplicates ours
 
 
-def deepspeed_config(spec: TrainSpec, stage: int, world: int, *, bf16: bool) -> dict[str, Any]:
+def deepspeed_config(spec: TrainSpec, stage: int, dims: ParallelDims, *,
+                     bf16: bool) -> dict[str, Any]:
     """The DeepSpeed config for this job: batch sizes, ZeRO stage, offload, precision."""
     # Overlap gradient reduction with the backward pass, into one contiguous buffer.
     zero: dict[str, Any] = {"stage": stage, "overlap_comm": True, "contiguous_gradients": True}
@@ -46,9 +49,9 @@ def deepspeed_config(spec: TrainSpec, stage: int, world: int, *, bf16: bool) -> 
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
         zero["offload_param"] = {"device": "cpu", "pin_memory": True}
     return {
-        "train_micro_batch_size_per_gpu": spec.micro_batch,
-        "gradient_accumulation_steps": spec.grad_accum,
-        "train_batch_size": spec.micro_batch * spec.grad_accum * world,
+        "train_micro_batch_size_per_gpu": dims.micro_batch,
+        "gradient_accumulation_steps": dims.grad_accum,
+        "train_batch_size": dims.global_batch,
         "gradient_clipping": optim.MAX_GRAD_NORM,
         "zero_optimization": zero,
         # bf16 keeps fp32 master weights in the ZeRO optimizer and computes in bf16.
@@ -66,7 +69,10 @@ def apply(model: torch.nn.Module, spec: TrainSpec, ctx: Dist, total: int) -> Eng
     # starting its own, so gloo on CPU and nccl on GPU behave the same.
     deepspeed.init_distributed(dist_backend=ctx.backend, verbose=False)
     stage = STAGES[spec.strategy]
-    config = deepspeed_config(spec, stage, ctx.world_size, bf16=ctx.device.type == "cuda")
+    dims = ParallelDims(strategy=spec.strategy, world_size=ctx.world_size,
+                        devices_per_process=int(ctx.device.type == "cuda"),
+                        micro_batch=spec.micro_batch, grad_accum=spec.grad_accum)
+    config = deepspeed_config(spec, stage, dims, bf16=ctx.device.type == "cuda")
     trainable = [p for p in model.parameters() if p.requires_grad]
     if stage == 3:
         gather_whole_blocks(model)
@@ -102,6 +108,24 @@ def gather_whole_blocks(model: torch.nn.Module) -> None:
     if classes:
         set_z3_leaf_modules(model, classes)
         model.enable_input_require_grads()
+
+
+def to_universal(source: Path, target: Path) -> None:
+    """DeepSpeed's ds_to_universal, in this process (one worker: no process pool) and quietly
+    (it prints every step and file)."""
+    import argparse
+    import contextlib
+    import io
+
+    from deepspeed.checkpoint import ds_to_universal
+
+    args = argparse.Namespace(input_folder=str(source), output_folder=str(target),
+                              num_extract_workers=1, num_merge_workers=1,
+                              keep_temp_folder=False, strict=True,
+                              # what save_checkpoint leaves out for a plain torch model
+                              inject_missing_state=True)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        ds_to_universal.main(args)
 
 
 def import_deepspeed() -> Any:
@@ -147,11 +171,47 @@ class ZeroEngine(Engine):
                                    exclude_frozen_parameters=True)
 
     def load_state(self, directory: Path) -> None:
+        saved = len(list((directory / TAG).glob("*optim_states.pt")))  # one per rank
+        if saved and saved != self.ctx.world_size:
+            self._load_resharded(directory)
+            return
+        self._load(directory)
+
+    def _load(self, directory: Path) -> None:
         path, _ = self.model.load_checkpoint(str(directory), tag=TAG, load_module_strict=False,
                                              load_optimizer_states=True,
                                              load_lr_scheduler_states=True)
         if path is None:
             raise RuntimeError(f"DeepSpeed found no checkpoint under {directory / TAG}")
+
+    def _load_resharded(self, directory: Path) -> None:
+        """A checkpoint written by another number of ranks: rank 0 converts it to DeepSpeed's
+        universal format (each parameter's fp32 weights and Adam moments whole, one file
+        each), which every rank loads and partitions for this world. The conversion goes to
+        a `.partial` directory beside the checkpoint, removed once loaded (or, after a
+        kill, with the other partial writes)."""
+        from mgft_train import distributed
+
+        universal = directory.with_name(f".{directory.name}.universal.partial")
+        error = None
+        if self.ctx.is_main:
+            shutil.rmtree(universal, ignore_errors=True)
+            try:
+                to_universal(directory / TAG, universal / TAG)
+            except Exception as err:  # every rank must learn of it, not wait in a barrier
+                error = err
+        if distributed.all_reduce([float(error is not None)], self.ctx)[0]:
+            raise error or RuntimeError("rank 0 could not convert it to DeepSpeed's universal "
+                                        "format")
+        config = self.model._config  # read by load_checkpoint; no public switch for it
+        config.load_universal_checkpoint = True
+        try:
+            self._load(universal)
+        finally:
+            config.load_universal_checkpoint = False
+            distributed.barrier(self.ctx)
+            if self.ctx.is_main:
+                shutil.rmtree(universal, ignore_errors=True)
 
     def full_state_dict(self) -> dict[str, torch.Tensor]:
         if self.model.zero_optimization_partition_weights():

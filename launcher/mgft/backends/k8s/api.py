@@ -48,8 +48,9 @@ KINDS = {
         api=K8sApi.TRAINJOB, kind="TrainJob", group="trainer.kubeflow.org", version="v1alpha1",
         plural="trainjobs", container="node", pod_label="jobset.sigs.k8s.io/jobset-name",
         operator="Kubeflow Trainer v2",
-        install="kubectl apply --server-side -k 'github.com/kubeflow/trainer.git/manifests/"
-                "overlays/manager?ref=v2.3.0' and then the same for overlays/runtimes"),
+        install="helm install kubeflow-trainer oci://ghcr.io/kubeflow/charts/kubeflow-trainer "
+                "--namespace kubeflow-system --create-namespace --version 2.4.0 "
+                "--set runtimes.defaultEnabled=true"),
 }
 BY_KIND = {k.kind: k for k in KINDS.values()}
 
@@ -180,17 +181,22 @@ def missing_operator(kind: Kind) -> SubmitError:
         f"({kind.api_version}); install it with: {kind.install}")
 
 
-def require_operator(cluster: Cluster, kind: Kind) -> None:
-    """The job's CRD through API discovery, which every authenticated user may read (reading
-    the CustomResourceDefinition itself needs cluster-wide rights)."""
+def serves(cluster: Cluster, kind: Kind) -> bool:
+    """Whether the cluster serves the job's API, through API discovery (GET /apis/GROUP/VERSION),
+    which every authenticated user may read (reading the CustomResourceDefinition itself needs
+    cluster-wide rights). An API group that is not installed answers 404."""
     try:
         resources = cluster.call(f"checking for the {kind.kind} API",
                                  cluster.custom.get_api_resources, kind.group, kind.version)
     except ApiFailure as err:
         if err.status == 404:
-            raise missing_operator(kind) from None
+            return False
         raise
-    if kind.plural not in {r.name for r in resources.resources or []}:
+    return kind.plural in {r.name for r in resources.resources or []}
+
+
+def require_operator(cluster: Cluster, kind: Kind) -> None:
+    if not serves(cluster, kind):
         raise missing_operator(kind)
 
 

@@ -8,11 +8,14 @@ no patch or update rights are needed). The claim is never owned: it holds output
 
 A submit is all or nothing: when a create fails (RBAC, quota, a conflict) or is interrupted,
 what this submit created is deleted again (a claim that was there before is never touched),
-and the error says what was left, if anything.
+and the error says what was left, if anything. The job is created with strict field
+validation (an operator too old for a field mgft sets refuses it instead of losing the field),
+and after a PyTorchJob, one warning line if API discovery shows the cluster serves TrainJob too.
 """
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,12 +23,26 @@ from typing import Any
 import yaml
 
 from mgft.backends.k8s import manage as k8s_manage
-from mgft.backends.k8s.api import BY_KIND, ApiFailure, Cluster, Kind, get_job, require_operator
+from mgft.backends.k8s.api import (
+    BY_KIND,
+    KINDS,
+    ApiFailure,
+    Cluster,
+    Kind,
+    get_job,
+    require_operator,
+    serves,
+)
 from mgft.backends.query import JobQuery
 from mgft.spec.errors import SubmitError
-from mgft.spec.job import JobSpec
+from mgft.spec.job import JobSpec, K8sApi
 
 REPLACE_WAIT_S = 120.0
+# Upstream keeps training-operator v1 only on its release-1.9 branch, and Kueue ships with its
+# kubeflow.org/pytorchjob integration commented out (trainer.kubeflow.org/trainjob is on).
+FROZEN_V1 = ("this cluster also serves TrainJob (Kubeflow Trainer v2); PyTorchJob "
+             "(training-operator v1) is frozen upstream and Kueue leaves its v1 integration off "
+             "by default: prefer --k8s-api trainjob")
 
 
 def submit(spec: JobSpec, *, replace: bool = False) -> int:
@@ -51,9 +68,7 @@ def submit_rendered(text: str, *, replace: bool = False) -> int:
         _delete_and_wait(cluster, kind, namespace, name)
     made = _Created(cluster, namespace)
     try:
-        created = cluster.call(f"creating {kind.kind} {namespace}/{name}",
-                               cluster.custom.create_namespaced_custom_object, kind.group,
-                               kind.version, namespace, kind.plural, job)
+        created = _create_job(cluster, kind, namespace, name, job)
         made.add(f"{kind.plural}.{kind.group}", name, lambda: cluster.call(
             f"deleting {kind.kind} {namespace}/{name}",
             cluster.custom.delete_namespaced_custom_object, kind.group, kind.version, namespace,
@@ -64,6 +79,8 @@ def submit_rendered(text: str, *, replace: bool = False) -> int:
     except KeyboardInterrupt:
         raise SubmitError(f"interrupted while creating {kind.kind} {namespace}/{name} and its "
                           f"companions; {made.undo()}") from None
+    if kind.api is K8sApi.PYTORCHJOB and _serves_quietly(cluster, KINDS[K8sApi.TRAINJOB]):
+        print(f"mgft: warning: {FROZEN_V1}", file=sys.stderr)
     print(f"created {kind.plural}.{kind.group}/{name} in namespace {namespace}")
     for note in notes:
         print(f"  {note}")
@@ -115,6 +132,33 @@ def _cluster() -> Cluster:
         raise SubmitError("the kubernetes client is not installed; "
                           "pip install 'mgft[k8s]'") from None
     return Cluster()
+
+
+def _create_job(cluster: Cluster, kind: Kind, namespace: str, name: str,
+                job: dict[str, Any]) -> dict[str, Any]:
+    """Strict field validation: an operator whose CRD lacks a field mgft sets refuses the job
+    instead of the API server dropping the field (a Trainer before v2.2 has no runtimePatches,
+    and would run the pods with no /dev/shm, claim or security context)."""
+    doing = f"creating {kind.kind} {namespace}/{name}"
+    try:
+        return cluster.call(doing, cluster.custom.create_namespaced_custom_object, kind.group,
+                            kind.version, namespace, kind.plural, job,
+                            field_validation="Strict")
+    except ApiFailure as err:
+        if err.status == 400 and 'unknown field "spec.runtimePatches"' in err.why:
+            raise SubmitError(
+                f"{doing}: this cluster's Kubeflow Trainer has no runtimePatches (it is older "
+                "than v2.2); mgft's TrainJob needs Trainer v2.3 or later: upgrade it "
+                f"({kind.install}), or use --k8s-api pytorchjob") from None
+        raise
+
+
+def _serves_quietly(cluster: Cluster, kind: Kind) -> bool:
+    """Discovery for advice only: any failure means no advice, never a failed submit."""
+    try:
+        return serves(cluster, kind)
+    except SubmitError:
+        return False
 
 
 def _require_namespace(cluster: Cluster, namespace: str) -> None:

@@ -78,12 +78,14 @@ def run(command: LocalCommand, cwd: Path | None = None,
     if sys.stdout.isatty():
         env.setdefault("TTY_COMPATIBLE", "1")  # rich draws live progress bars through the pipe
     log_dir = Path(command.log_dir)
+    own_log_path = log_dir / TORCHRUN_LOG
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
+        own_log_path.open("a").close()  # a read-only --output that holds logs/ already
     except OSError as err:
-        raise SubmitError(f"--output {log_dir.parent}: cannot create {log_dir} there "
-                          f"({err.strerror}); pick a directory you can write to") from None
-    own_log_path = log_dir / TORCHRUN_LOG
+        raise SubmitError(f"--output {log_dir.parent}: cannot create "
+                          f"{err.filename or log_dir} there ({err.strerror}); pick a "
+                          "directory you can write to") from None
     oom_kills_before = host_memory.oom_kills()
     with own_log_path.open("a") as own_log, forwarding() as stops:
         own_log.write(f"=== mgft {time.strftime('%Y-%m-%d %H:%M:%S')}: {shlex.join(argv)}\n")

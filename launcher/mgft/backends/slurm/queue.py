@@ -10,6 +10,13 @@ from typing import Any
 
 SQUEUE_FORMAT = "%i|%j|%T|%M|%N|%r"
 SACCT_FIELDS = "JobID,JobName,State,ExitCode,Elapsed,NodeList"
+# sinfo --Node --noheader --nodes <the job's nodes> --format: each node's name, state (sinfo's
+# long names, e.g. "mixed", "completing*", "down*") and the reason Slurm gives for it.
+SINFO_FORMAT = "%N|%T|%E"
+# Node states that mean trouble for the jobs on a node (draining does not: its jobs finish).
+# A "*" after any state means slurmctld has lost contact with the node's slurmd (a dead
+# slurmd, a lost node).
+_NODE_OUT = frozenset({"down", "drained", "draining", "fail", "failing"})
 # States in which a job can still change; every other state is final.
 ACTIVE = frozenset({"PENDING", "CONFIGURING", "RUNNING", "COMPLETING", "REQUEUED",
                     "REQUEUE_FED", "REQUEUE_HOLD", "RESIZING", "SIGNALING", "STAGE_OUT",
@@ -38,6 +45,7 @@ class JobState:
     logs: list[str] = field(default_factory=list)
     error_tail: list[str] = field(default_factory=list)
     trainer_exit_code: int | None = None  # the first failed trainer's, from the node logs
+    node_trouble: list[str] = field(default_factory=list)  # `NodeState.trouble` of its nodes
 
     @property
     def active(self) -> bool:
@@ -72,6 +80,41 @@ def parse_sacct(text: str, job_id: str) -> JobState | None:
     return JobState(job_id=jid, name=name, state=state.split()[0], exit_code=exit_code,
                     elapsed=elapsed, nodelist=nodes if nodes != "None assigned" else "",
                     restarts=len(rows) - 1)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class NodeState:
+    name: str
+    state: str  # sinfo's long name, with its flag suffix
+    reason: str = ""
+
+    @property
+    def trouble(self) -> str | None:
+        """What is wrong with the node for a job on it, if anything."""
+        if self.state.endswith("*"):
+            what = "is not responding"
+        elif self.state.rstrip("~#!%$@^-+") in _NODE_OUT:
+            what = f"is {self.state.rstrip('~#!%$@^-+')}"
+        else:
+            return None
+        why = f", reason: {self.reason}" if self.reason else ""
+        return f"node {self.name} {what} (Slurm: {self.state}{why})"
+
+
+def parse_sinfo(text: str) -> list[NodeState]:
+    nodes = []
+    for line in text.splitlines():
+        parts = line.split("|")
+        if len(parts) == 3:
+            name, state, reason = (p.strip() for p in parts)
+            nodes.append(NodeState(name=name, state=state,
+                                   reason=reason if reason not in ("none", "(null)") else ""))
+    return nodes
+
+
+def node_trouble(sinfo_text: str) -> list[str]:
+    """For JobState.node_trouble: the nodes of a job that are lost or taken out of service."""
+    return [t for node in parse_sinfo(sinfo_text) if (t := node.trouble) is not None]
 
 
 def error_tail(lines: Iterable[str], limit: int = ERROR_TAIL) -> list[str]:
@@ -112,7 +155,17 @@ def describe(job: JobState) -> str:
         head += f" on {job.nodelist}"
     if job.reason:
         head += f", waiting: {job.reason}"
-    lines = [head]
+    lines = [head, *job.node_trouble]
+    if job.state == "COMPLETING" and job.node_trouble:
+        lines.append("the job has ended; Slurm keeps it COMPLETING until that node answers "
+                     "again or it marks the node down (after its SlurmdTimeout, 300 s by "
+                     "default)")
+    elif job.state == "COMPLETING" and job.nodelist:  # squeue: the nodes not yet done
+        lines.append(f"the job has ended; Slurm waits for {job.nodelist} to report it")
+    elif job.state == "RUNNING" and job.node_trouble:
+        lines.append("Slurm cannot reach that node: the job's processes there may still run, "
+                     "but once Slurm marks the node down (after its SlurmdTimeout, 300 s by "
+                     "default) it ends the job (NODE_FAIL)")
     if job.restarts:
         lines.append(f"requeued {job.restarts} time{'s' if job.restarts > 1 else ''}")
     if job.output:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from mgft.backends.query import JobQuery
 from mgft.backends.slurm import logs as log_files
+from mgft.backends.slurm import output as output_dir
 from mgft.backends.slurm import queue as jobs
 from mgft.backends.slurm import registry
 from mgft.backends.slurm.queue import JobState
@@ -85,6 +86,7 @@ def submit(spec: JobSpec) -> int:
                           "--backend slurm ... > job.sbatch)") from None
     output = Path(os.path.abspath(spec.train.output))
     folder = output / "slurm"
+    output_dir.check(output, folder, training=spec.generate is None)
     executor = submitit.SlurmExecutor(folder=folder, python=_python(spec))
     executor.update_parameters(**options.submitit_parameters(spec))
     task = options.node_task(spec)
@@ -139,6 +141,10 @@ def state(job_id: str) -> JobState:
     assert job is not None
     if queued is not None and accounted is not None:
         job = dataclasses.replace(job, restarts=accounted.restarts)
+    if job.active and job.nodelist:  # a lost node shows in sinfo, never in squeue or sacct
+        nodes = _slurm("sinfo", "--Node", "--noheader", "--nodes", job.nodelist, "--format",
+                       jobs.SINFO_FORMAT).stdout
+        job = dataclasses.replace(job, node_trouble=jobs.node_trouble(nodes))
     entry = registry.find(job_id)
     files = _log_files(job)
     lines = list(log_files.read_lines(files)) if job.failed else []

@@ -23,7 +23,9 @@ _NO_MOUNT = ("/", "/dev", "/dev/shm", "/proc", "/sys", "/etc", "/etc/mgft", "/us
 # The env names the two named secrets set, and their default keys.
 SECRET_ENV = {"hf_token_secret": ("HF_TOKEN", "token"),
               "wandb_secret": ("WANDB_API_KEY", "api-key")}
-# Options the TrainJob API (Trainer v2.3 runtimePatches) cannot carry.
+# Options a TrainJob cannot carry: Trainer v2.3 and v2.4 runtimePatches patch a pod's volumes,
+# containers' mounts and security, placement and pull secrets, but no priorityClassName or
+# schedulerName, and a TrainJob has no backoffLimit or elastic policy (v2.2 removed it).
 _PYTORCHJOB_ONLY = ("backoff_limit", "priority_class", "scheduler_name", "volcano_queue",
                     "elastic_min_nodes", "elastic_max_nodes", "max_restarts")
 

@@ -116,9 +116,9 @@ def _check_container(spec: JobSpec) -> None:
             and not spec.image.startswith("/")):
         fail("image", spec.image, "a relative image path resolves against each node's working "
               "directory", "use an absolute .sif path or a URI, e.g. /images/mgft.sif")
-    for key in ("model", "dataset", "eval_dataset", "output"):
+    for key in ("model", "dataset", "eval_dataset", "output", "data_cache"):
         path = getattr(spec.train, key)
-        if path is not None and not path.startswith("/"):
+        if path not in (None, "none") and not path.startswith("/"):
             fail(f"train.{key}", path, "a relative path may not resolve inside the container",
                   "use an absolute path (mounted with slurm.container_mounts if need be)")
     for mount in s.container_mounts:

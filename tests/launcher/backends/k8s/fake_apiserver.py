@@ -7,8 +7,9 @@ It is taught the answers a real kube-apiserver (1.36, RBAC on) gives where they 
 the happy path: 204 No Content with no body for the log of a pod that no node runs yet
 (`no_content`), RBAC refusals worded as the server words them (`forbidden`, e.g. `patch`
 refused where `update` is allowed), and answers that depend on what came before (a route may
-be a function of the request: a pod that is scheduled after a few looks). `left_behind` says
-which created objects were never deleted.
+be a function of the request: a pod that is scheduled after a few looks), and API discovery
+as it answers for a group/version that is served (`api_resources`) or not (`unserved`).
+`left_behind` says which created objects were never deleted.
 """
 
 from __future__ import annotations
@@ -55,6 +56,23 @@ def forbidden(verb: str, resource: str, namespace: str, name: str = "",
     return 403, status_body(403, "Forbidden", (
         f'{subject} is forbidden: User "me" cannot {verb} resource "{resource}" in API group '
         f'"{group}" in the namespace "{namespace}"'))
+
+
+def unserved() -> tuple[int, dict[str, Any]]:
+    """API discovery of a group/version no CRD or aggregated API serves: kube-apiserver's
+    NotFound handler answers a Status with this message and empty details (what
+    `kubectl get --raw /apis/trainer.kubeflow.org/v1alpha1` prints as `Error from server
+    (NotFound): the server could not find the requested resource`)."""
+    body = status_body(404, "NotFound", "the server could not find the requested resource")
+    return 404, {**body, "details": {}}
+
+
+def strict_decoding_error(kind: str, version: str, field: str) -> tuple[int, dict[str, Any]]:
+    """A create with fieldValidation=Strict carrying a field the CRD's schema lacks: 400
+    BadRequest, worded as kube-apiserver words it (kubernetes/kubernetes#109215)."""
+    return 400, status_body(400, "BadRequest", (
+        f'{kind} in version "{version}" cannot be handled as a {kind}: strict decoding error: '
+        f'unknown field "{field}"'))
 
 
 def api_resources(group_version: str, kind: str, plural: str) -> dict[str, Any]:

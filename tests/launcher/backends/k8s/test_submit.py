@@ -21,6 +21,8 @@ from tests.launcher.backends.k8s.fake_apiserver import (
     forbidden,
     not_found,
     status_body,
+    strict_decoding_error,
+    unserved,
     write_kubeconfig,
 )
 from tests.launcher.render import cases
@@ -89,6 +91,7 @@ def test_creates_the_job_then_its_companions_exactly_as_rendered(api: FakeApiSer
         ("POST", base),  # the job first: its uid is the companions' owner
         ("POST", "/api/v1/namespaces/ml/configmaps"),
         ("POST", "/api/v1/namespaces/ml/persistentvolumeclaims"),
+        ("GET", TJ),  # created: does this cluster serve TrainJob too? (advice only)
     ]
     posts = [r.body for r in api.requests if r.method == "POST"]
     # The ConfigMap is created owned by the job (no patch); the claim never is (outputs).
@@ -115,7 +118,7 @@ def test_patch_forbidden_and_update_allowed_still_creates_an_owned_configmap(
     assert result.exit_code == 0, result.output
     assert "created pytorchjobs.kubeflow.org/ft-1" in result.stdout
     assert not [r for r in api.requests if r.method in ("PATCH", "PUT", "DELETE")]
-    assert api.requests[-1].body == owned_by_the_job(config_map)
+    assert api.requests[-2].body == owned_by_the_job(config_map)
 
 
 def test_job_create_refused_by_rbac_creates_nothing_else(api: FakeApiServer) -> None:
@@ -227,6 +230,77 @@ def test_trainjob_goes_to_the_trainer_v2_api(api: FakeApiServer) -> None:
     assert api.requests[0].query == {}
 
 
+# What each cluster's API discovery says for the Trainer v2 group (the fixture serves both APIs).
+TRAINER_V2_DISCOVERY = {
+    "both APIs served": (200, api_resources("trainer.kubeflow.org/v1alpha1", "TrainJob",
+                                            "trainjobs")),
+    "v1 only": unserved(),
+    # the group is there, with runtimes but no TrainJob (a partial install)
+    "group without trainjobs": (200, api_resources("trainer.kubeflow.org/v1alpha1",
+                                                   "ClusterTrainingRuntime",
+                                                   "clustertrainingruntimes")),
+    "discovery refused": forbidden("get", "trainjobs", "default",
+                                   group="trainer.kubeflow.org"),
+    "discovery failing": (503, status_body(503, "ServiceUnavailable", "etcd leader changed")),
+}
+
+
+@pytest.mark.parametrize("cluster", TRAINER_V2_DISCOVERY)
+def test_pytorchjob_warns_only_where_the_cluster_serves_trainjob_too(
+        api: FakeApiServer, cluster: str) -> None:
+    """One line on stderr, after the job is created, when discovery shows trainjobs; any other
+    answer (not served, partial, refused, failing) is no advice and still a clean submit."""
+    (job,) = rendered()
+    api.on("POST", f"{PTJ}/namespaces/default/pytorchjobs", created(job))
+    api.on("GET", TJ, TRAINER_V2_DISCOVERY[cluster])
+    result = submit()
+    assert result.exit_code == 0, result.output
+    assert "created pytorchjobs.kubeflow.org/ft-1" in result.stdout
+    assert api.calls()[-2:] == [("POST", f"{PTJ}/namespaces/default/pytorchjobs"), ("GET", TJ)]
+    if cluster == "both APIs served":
+        assert result.stderr.count("\n") == 1
+        assert result.stderr.startswith("mgft: warning: this cluster also serves TrainJob")
+        assert "frozen upstream" in result.stderr and "--k8s-api trainjob" in result.stderr
+    else:
+        assert result.stderr == ""
+
+
+def test_trainjob_gets_no_advice_and_no_extra_discovery(api: FakeApiServer) -> None:
+    (job,) = rendered("--k8s-api", "trainjob")
+    api.on("POST", f"{TJ}/namespaces/default/trainjobs", created(job))
+    result = submit("--k8s-api", "trainjob")
+    assert result.exit_code == 0, result.output
+    assert result.stderr == "" and ("GET", PTJ) not in api.calls()
+
+
+def test_a_failed_submit_stays_one_line_on_a_cluster_serving_both(api: FakeApiServer) -> None:
+    api.on("POST", f"{PTJ}/namespaces/default/pytorchjobs",
+           forbidden("create", "pytorchjobs", "default", group="kubeflow.org"))
+    one_line_error(submit())
+    assert ("GET", TJ) not in api.calls()
+
+
+def test_the_job_is_created_with_strict_field_validation(api: FakeApiServer) -> None:
+    (job,) = rendered()
+    api.on("POST", f"{PTJ}/namespaces/default/pytorchjobs", created(job))
+    assert submit().exit_code == 0
+    (post,) = [r for r in api.requests if r.method == "POST"]
+    assert post.query == {"fieldValidation": "Strict"}
+
+
+def test_a_trainer_without_runtime_patches_is_named_not_silently_pruned(
+        api: FakeApiServer) -> None:
+    """Trainer v2.0/v2.1 have podTemplateOverrides: without Strict, the API server would drop
+    runtimePatches and the pods would run without /dev/shm, the claim and the security context."""
+    api.on("POST", f"{TJ}/namespaces/default/trainjobs",
+           strict_decoding_error("TrainJob", "v1alpha1", "spec.runtimePatches"))
+    err = one_line_error(submit("--k8s-api", "trainjob"))
+    assert "Kubeflow Trainer has no runtimePatches (it is older than v2.2)" in err
+    assert "needs Trainer v2.3 or later" in err and "--version 2.4.0" in err
+    assert "--k8s-api pytorchjob" in err and err.rstrip().endswith("nothing was created")
+    assert api.left_behind() == []
+
+
 def one_line_error(result) -> str:
     assert result.exit_code == 2, result.output
     assert result.stdout == ""
@@ -235,7 +309,7 @@ def one_line_error(result) -> str:
 
 
 @pytest.mark.parametrize("discovery", [
-    not_found("the server could not find the requested resource"),
+    unserved(),
     (200, api_resources("kubeflow.org/v1", "TFJob", "tfjobs")),  # operator without PyTorchJob
 ])
 def test_no_crd_says_the_operator_is_not_installed_and_how_to_install(
@@ -270,7 +344,7 @@ def test_replace_deletes_waits_until_gone_then_creates(api: FakeApiServer) -> No
     result = submit("--replace")
     assert result.exit_code == 0, result.output
     assert api.calls()[2:] == [("GET", path), ("DELETE", path), ("GET", path), ("GET", path),
-                               ("POST", f"{PTJ}/namespaces/default/pytorchjobs")]
+                               ("POST", f"{PTJ}/namespaces/default/pytorchjobs"), ("GET", TJ)]
     delete = next(r for r in api.requests if r.method == "DELETE")
     assert delete.body == {"propagationPolicy": "Foreground"}
 
@@ -363,4 +437,4 @@ def test_submit_sends_what_render_prints(api: FakeApiServer) -> None:
     from mgft.backends.k8s import submit as k8s
 
     assert k8s.submit(spec) == 0
-    assert api.requests[-1].body == job and api.requests[2].path.endswith(f"/{name}")
+    assert api.requests[-2].body == job and api.requests[2].path.endswith(f"/{name}")

@@ -175,3 +175,23 @@ def test_an_output_that_cannot_hold_the_logs_is_one_line(tmp_path: Path) -> None
     with pytest.raises(SubmitError, match=rf"^--output {output}: cannot create {output}/logs "
                                           r"there \(Not a directory\); pick a directory"):
         run_local(command(tmp_path / "worker.py", output / "logs"))
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a read-only bind mount needs root (unshare -m)")
+def test_a_read_only_output_that_holds_logs_already_is_one_line(tmp_path: Path) -> None:
+    """mkdir of an existing logs/ succeeds on a read-only filesystem; opening the log did not."""
+    output = tmp_path / "out"
+    (output / "logs").mkdir(parents=True)
+    code = ("import sys; from pathlib import Path; sys.path.insert(0, sys.argv[1]); "
+            "from mgft.backends.local.submit import run; "
+            "from tests.launcher.torchrun_jobs import command; "
+            f"run(command(Path({str(tmp_path / 'worker.py')!r}), Path({str(output / 'logs')!r})))")
+    where = str(output)
+    proc = subprocess.run(["unshare", "-m", "sh", "-c",
+                           f'mount --bind -o ro "{where}" "{where}" && exec "$0" -c "$1" "$2"',
+                           sys.executable, code, str(Path(__file__).parents[4])],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.stderr.splitlines()[-1] == (
+        f"mgft.spec.errors.SubmitError: --output {output}: cannot create "
+        f"{output}/logs/torchrun.log there (Read-only file system); pick a directory you can "
+        "write to"), proc.stderr[-2000:]

@@ -58,3 +58,36 @@ def test_the_trainers_exit_code_comes_from_the_node_logs() -> None:
     job = jobs.JobState(job_id="3", name="n", state="FAILED", exit_code="15:0",
                         trainer_exit_code=2)
     assert jobs.describe(job).startswith("job 3 (n): FAILED, exit code 15 (the trainer's: 2)")
+
+
+# What sinfo --Node --format SINFO_FORMAT printed on the local 2-node cluster after node2's
+# slurmd was killed (slurm/cluster.sh; Slurm 22.05): "*" within a minute, down 5 minutes on.
+SINFO_LOST = "node1|idle|none\nnode2|completing*|none\n"
+SINFO_DOWN = "node1|idle|none\nnode2|down*|Not responding\n"
+
+
+def test_a_lost_or_down_node_is_named_with_slurms_state_and_reason() -> None:
+    assert jobs.node_trouble("node1|mixed|none\nnode2|allocated|none\n") == []
+    assert jobs.node_trouble(SINFO_LOST) == ["node node2 is not responding (Slurm: completing*)"]
+    assert jobs.node_trouble(SINFO_DOWN) == [
+        "node node2 is not responding (Slurm: down*, reason: Not responding)"]
+    assert jobs.node_trouble("node3|drained|Kill task failed\n") == [
+        "node node3 is drained (Slurm: drained, reason: Kill task failed)"]
+
+
+def test_status_of_a_job_held_in_completing_by_a_lost_node_says_why() -> None:
+    # squeue lists only the nodes that have not yet reported the job's end.
+    job = jobs.JobState(job_id="10", name="n", state="COMPLETING", elapsed="0:25",
+                        nodelist="node2", node_trouble=jobs.node_trouble(SINFO_LOST))
+    assert jobs.describe(job).splitlines()[:3] == [
+        "job 10 (n): COMPLETING, ran 0:25 on node2",
+        "node node2 is not responding (Slurm: completing*)",
+        "the job has ended; Slurm keeps it COMPLETING until that node answers again or it "
+        "marks the node down (after its SlurmdTimeout, 300 s by default)"]
+    assert jobs.describe(job).count("\n") == 2
+    # Without the nodes' states, squeue's list of the nodes not yet done is still a hint.
+    waiting = jobs.describe(jobs.JobState(job_id="10", name="n", state="COMPLETING",
+                                          nodelist="node2"))
+    assert waiting.splitlines()[1] == "the job has ended; Slurm waits for node2 to report it"
+    assert jobs.JobState(job_id="10", name="n", state="RUNNING", node_trouble=[]).to_json()[
+        "node_trouble"] == []

@@ -231,3 +231,21 @@ def test_cancel_stops_the_job_and_leaves_no_process(
     assert not (output / "metrics.json").exists()
     again = slurm_cluster.mgft("cancel", job_id)
     assert again.returncode == 0 and "already ended" in again.stdout
+
+
+def test_status_names_a_node_taken_out_of_service_under_a_running_job(
+        slurm_cluster: Cluster, tiny: Tiny, tmp_path: Path, slurm_jobs: list[str]) -> None:
+    """Slurm's own node state, from sinfo: squeue and sacct say RUNNING throughout."""
+    output = tmp_path / "run"
+    job_id = submit(slurm_cluster, job_flags(tiny, output, steps=2000), slurm_jobs)
+    wait_for_step(slurm_cluster, output, job_id, 2)
+    slurm_cluster.run("scontrol", "update", "nodename=node2", "state=drain",
+                      "reason=ECC errors")
+    try:
+        said = slurm_cluster.mgft("status", job_id, timeout=30)
+        assert said.returncode == 0, said.stderr
+        assert "node node2 is draining (Slurm: draining, reason: ECC errors)" in said.stdout, \
+            said.stdout
+    finally:
+        slurm_cluster.run("scontrol", "update", "nodename=node2", "state=resume", check=False)
+        slurm_cluster.run("scancel", job_id, check=False)

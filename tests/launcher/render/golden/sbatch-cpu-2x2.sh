@@ -60,4 +60,5 @@ srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
   --save-every=100 \
   --keep-checkpoints=2 \
   --save-merged=False \
-  --random-init=False
+  --random-init=False \
+  --report-to=tensorboard

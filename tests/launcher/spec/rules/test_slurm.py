@@ -45,6 +45,9 @@ def test_containers_need_absolute_paths_and_clean_mounts() -> None:
                     "train.output": "/runs/a"}
     with pytest.raises(SpecError, match="--dataset data.jsonl: a relative path"):
         cases.spec(**base | {"train.dataset": "data.jsonl"})
+    with pytest.raises(SpecError, match="--data-cache cache: a relative path"):
+        cases.spec(**base | {"train.data_cache": "cache"})
+    assert cases.spec(**base | {"train.data_cache": "none"})
     with pytest.raises(SpecError, match="not a bind mount"):
         cases.spec(**base | {"slurm.container_mounts": ["/a,/b"]})
     assert cases.spec(**base | {"slurm.container_mounts": ["/scratch:/scratch:ro"]})
