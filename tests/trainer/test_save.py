@@ -217,7 +217,8 @@ def test_a_full_disk_during_the_final_save_is_one_line_and_the_checkpoint_resume
         r"saves again", said), said[-3000:]
     assert (f"mgft-train: rank 1: --output {out}: rank 0 could not write the final results; "
             "see rank 0's line") in said
-    assert seen["names"] == ["adapter", "checkpoints", "data-cache", "tensorboard"]  # no .merged.partial
+    # no .merged.partial left
+    assert seen["names"] == ["adapter", "checkpoints", "data-cache", "tensorboard"]
     assert seen["checkpoints"] == {"step-00000002": None, "step-00000004": None}  # complete
     assert seen["code_again"] == 0, seen["output_again"][-3000:]
     assert f"resuming from {out}/checkpoints/step-00000004 (step 4 of 4)" in seen["output_again"]
