@@ -222,8 +222,6 @@ def test_every_train_field_reaches_the_trainer_from_the_chart(tmp_path: Path) ->
     """Each TrainSpec field set to a value other than its default, through helm: the trainer
     parses back exactly what the job file says (so a field added to TrainSpec cannot be
     missed by the chart)."""
-    from mgft.contract.argv import parse_train
-
     train = {"model": "/m", "dataset": "/d e.jsonl", "output": "out $(x)", "strategy": "fsdp",
              "tuning": "qlora", "max_steps": 1000000, "epochs": 2.5, "lr": 1e-05,
              "micro_batch": 3, "grad_accum": 7, "seq_len": 333, "seed": 11, "lora_r": 4,
@@ -244,8 +242,7 @@ def test_every_train_field_reaches_the_trainer_from_the_chart(tmp_path: Path) ->
     doc = by_kind(helm_template(values, tmp_path, "default").stdout)["PyTorchJob"]
     command = doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"][
         "containers"][0]["command"]
-    tail = command[command.index("mgft_train") + 1:]
-    assert parse_train([w.replace("$$", "$") for w in tail]) == spec.train
+    assert trainer_spec(command) == spec.train
 
 
 def test_values_defaults_are_mgft_defaults() -> None:

@@ -55,12 +55,13 @@ def fabric_presets() -> dict[str, list[list[str]]]:
             for fabric, preset in PRESETS.items()}
 
 
-def _define(name: str, data: Any) -> str:
+def _define(name: str, data: dict[str, Any] | list[Any]) -> str:
     """A named template that holds JSON, one entry per line so that diffs read well."""
-    items = data.items() if isinstance(data, dict) else data
-    lines = [f"{json.dumps(k)}: {json.dumps(v)}" if isinstance(data, dict) else json.dumps(k)
-             for k, v in (items if isinstance(data, dict) else ((i, None) for i in items))]
-    opening, closing = "{}" if isinstance(data, dict) else "[]"
+    if isinstance(data, dict):
+        lines, opening, closing = [f"{json.dumps(k)}: {json.dumps(v)}"
+                                   for k, v in data.items()], "{", "}"
+    else:
+        lines, opening, closing = [json.dumps(item) for item in data], "[", "]"
     body = ",\n".join(f"  {line}" for line in lines)
     return f'{{{{- define "{name}" -}}}}\n{opening}\n{body}\n{closing}\n{{{{- end -}}}}\n'
 

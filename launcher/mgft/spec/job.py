@@ -91,8 +91,9 @@ class Tracker(StrEnum):
     NONE = "none"
 
 
-def _trackers(value: Any) -> Any:
-    """`tensorboard,wandb` (a flag or --set) or a YAML list -> ("tensorboard", "wandb")."""
+def _comma_words(value: Any) -> Any:
+    """`tensorboard,wandb` or `0,2` (a flag or --set) -> ("tensorboard", "wandb"); a YAML
+    list is left to the field's type."""
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
@@ -118,7 +119,7 @@ class Fabric(StrEnum):
 def _id_list(value: Any) -> Any:
     """`0,2` (a flag or --set), `[0, 2]` or `["GPU-..."]` (YAML) -> ("0", "2")."""
     if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
+        return _comma_words(value)
     if isinstance(value, int) and not isinstance(value, bool):
         return (str(value),)
     if isinstance(value, list | tuple):
@@ -264,7 +265,7 @@ class TrainSpec:
     random_init: Annotated[bool, Field(description=(
         "Build the model from --model's config.json with random weights instead of loading "
         "weights (for benchmarks; the directory needs no weight files)."))] = False
-    report_to: Annotated[tuple[Tracker, ...], BeforeValidator(_trackers), Field(
+    report_to: Annotated[tuple[Tracker, ...], BeforeValidator(_comma_words), Field(
         min_length=1, description=(
             "Where rank 0 logs loss, eval loss, learning rate, tokens/s and peak memory per "
             "step, with the job's options as the run's config: tensorboard (under --output), "
