@@ -55,9 +55,13 @@ class _Plain:
 
     def step(self, step: int, total: int, loss: float, lr: float, tok_s: float, *,
              eval_loss: float | None = None) -> None:
-        # flush: under torchrun/Slurm/k8s stdout is a pipe, and a buffered log looks hung.
-        print(format_step(step, total, loss, lr, tok_s, self._eta(step, total), eval_loss),
-              flush=True)
+        # One write with its newline, then flush: under torchrun/Slurm/k8s stdout is a pipe
+        # (a buffered log looks hung), and with PYTHONUNBUFFERED print() writes the text and
+        # the newline apart, so torchrun's --tee could read half a line and prefix the rest
+        # as a line of its own ("... eta 0:00:00[rank0]:").
+        line = format_step(step, total, loss, lr, tok_s, self._eta(step, total), eval_loss)
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 class _Rich:
