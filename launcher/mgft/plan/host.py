@@ -3,7 +3,8 @@ memory of `mgft.plan.memory`, and the checks that compare it with a node's memor
 
 Terms, per process unless said otherwise (docs/plan.md, "Host memory", derives each):
 runtime (torch, CUDA, NCCL and the trainer's libraries), offload (zero3-offload's
-partitions on the CPU, most of them page-locked), load (one tensor at a time on its way to
+partitions on the CPU, most of them page-locked), offload_extra (what zero3-offload was
+measured to hold beyond them), load (one tensor at a time on its way to
 the GPU) and, on rank 0 only, the final save's gather of the whole model and a QLoRA
 --save-merged's 16-bit base. Pure arithmetic apart from `known_arch` and `node_budget`,
 which read a local config.json and this machine's memory.
@@ -36,6 +37,7 @@ class HostBreakdown:
     runtime: float  # per process
     offload: float  # per process: state kept on the CPU all along
     pinned: float  # per process: the page-locked part of `offload` (never swapped out)
+    offload_extra: float  # per process: measured beyond `offload` (Assumptions.offload_extra_*)
     load: float  # per process, while loading: the largest tensor passing through
     gather: float  # rank 0, at the final save: every weight, whole, as stored
     merged: float  # rank 0, at the final save: QLoRA --save-merged reloads the 16-bit base
@@ -44,7 +46,7 @@ class HostBreakdown:
     def moments(self) -> dict[str, float]:
         """Loading comes before the offloaded state exists; the save after training, with
         it still held."""
-        resident = self.processes * (self.runtime + self.offload)
+        resident = self.processes * (self.runtime + self.offload + self.offload_extra)
         return {"load": self.processes * (self.runtime + self.load), "train": resident,
                 "save": resident + self.gather + self.merged}
 
@@ -59,7 +61,7 @@ class HostBreakdown:
 
     def terms(self) -> dict[str, float]:
         return {"runtime": self.runtime, "offload": self.offload, "pinned": self.pinned,
-                "load": self.load, "gather": self.gather, "merged": self.merged}
+                "offload_extra": self.offload_extra, "load": self.load, "gather": self.gather, "merged": self.merged}
 
 
 def processes(job: Job, strategy: Strategy) -> int:
@@ -77,11 +79,12 @@ def host(job: Job, strategy: Strategy, a: Assumptions | None = None) -> HostBrea
     a = a or Assumptions()
     arch = job.arch
     offload, pinned = offload_host(job, a) if strategy is Strategy.ZERO3_OFFLOAD else (0.0, 0.0)
+    extra = a.offload_extra_share * offload + a.offload_extra_gib * GIB if offload else 0.0
     merged = job.act_bytes * arch.params if (job.save and job.save_merged and
                                              job.tuning is Tuning.QLORA) else 0.0
     return HostBreakdown(
         strategy=strategy, processes=processes(job, strategy), runtime=a.process_host_gib * GIB,
-        offload=offload, pinned=pinned, load=float(job.act_bytes * arch.vocab * arch.hidden),
+        offload=offload, pinned=pinned, offload_extra=extra, load=float(job.act_bytes * arch.vocab * arch.hidden),
         gather=model_bytes(job, strategy, a) if job.save else 0.0, merged=merged)
 
 

@@ -73,9 +73,15 @@ class Assumptions:
     kahan_piece: int = 2**25
     kahan_temporaries: int = 5
     # Host memory of each trainer process before any model state: torch, the CUDA context's
-    # host side, NCCL and the trainer's libraries (mgft.plan.host). Assumed, not yet measured
-    # on the H200 (docs/plan.md, "Host memory").
+    # host side, NCCL and the trainer's libraries (mgft.plan.host; docs/plan.md, "Host
+    # memory").
     process_host_gib: float = 2.0
+    # zero3-offload's host memory beyond the state it offloads, per process: a share of that
+    # state plus a fixed part. Measured, not yet attributed to a DeepSpeed buffer
+    # (bench/host_memory.py, bench/results/host-memory-h100.json: DeepSpeed 0.19.8, torch
+    # 2.11; fitted on llama-3.2-1b and -3b full, checked on qwen3-1.7b: within 0.5%).
+    offload_extra_share: float = 0.17
+    offload_extra_gib: float = 3.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

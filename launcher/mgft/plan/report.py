@@ -271,7 +271,8 @@ def host_line(plan) -> str:
     offload = next((r for r in plan.rows if r.host.offload), None)
     if offload is not None:
         text += (f" + {offload.strategy.value}'s {offload.host.offload / GIB:.1f} per process "
-                 f"({offload.host.pinned / GIB:.1f} of it pinned)")
+                 f"({offload.host.pinned / GIB:.1f} of it pinned) and "
+                 f"{offload.host.offload_extra / GIB:.1f} more, measured beside it")
     budget = plan.budget.host_memory_gib
     return text + (f"; !: more than the {budget:g} GiB of host memory" if budget is not None else
                    "; host memory unknown (--host-memory), not compared")

@@ -4,6 +4,7 @@ host cannot hold, and the Slurm --mem comparison at validation."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -19,6 +20,13 @@ from mgft.spec.job import Strategy, Tuning
 
 GIB = 2**30
 RUNTIME = 2 * GIB  # Assumptions.process_host_gib
+
+
+def offload_extra(offload: float) -> float:
+    """zero3-offload's measured overhead: 17% of the offloaded state plus 3 GiB per process
+    (bench/results/host-memory-h100.json)."""
+    return 0.17 * offload + 3 * GIB
+
 L8 = KNOWN["llama-3-8b"]
 P = L8.params
 
@@ -30,13 +38,15 @@ def test_zero3_offload_full_by_hand() -> None:
     assert h.offload == 20 * P / 4 and h.pinned == 8 * P / 4
     assert h.processes == 4 and h.gather == 2 * P and h.merged == 0
     assert h.load == 2 * L8.vocab * L8.hidden  # the embedding, the largest tensor
-    assert h.peak == 4 * (RUNTIME + 5 * P) + 2 * P and h.peak_moment == "save"
+    assert h.offload_extra == pytest.approx(offload_extra(5 * P))
+    assert h.peak == pytest.approx(4 * (RUNTIME + 5 * P + offload_extra(5 * P)) + 2 * P)
+    assert h.peak_moment == "save"
 
 
 def test_the_issue_case_needs_more_than_128_gib() -> None:
     """8B full fine-tune, zero3-offload, one GPU: the worker was SIGKILLed on 128 GiB."""
     h = host(Job(arch=L8, tuning=Tuning.FULL, gpus_per_node=1), Strategy.ZERO3_OFFLOAD)
-    assert h.peak == RUNTIME + 20 * P + 2 * P
+    assert h.peak == pytest.approx(RUNTIME + 20 * P + offload_extra(20 * P) + 2 * P)
     assert h.peak / GIB > 128
 
 
@@ -59,7 +69,8 @@ def test_qlora_save_merged_reloads_the_16_bit_base() -> None:
     assert host(job, Strategy.DDP).merged == 2 * P
     assert host(Job(arch=L8, tuning=Tuning.QLORA), Strategy.DDP).merged == 0
     nothing = host(Job(arch=L8, tuning=Tuning.FULL, save=False), Strategy.ZERO3_OFFLOAD)
-    assert nothing.gather == 0 and nothing.peak == RUNTIME + 20 * P
+    assert nothing.gather == 0
+    assert nothing.peak == pytest.approx(RUNTIME + 20 * P + offload_extra(20 * P))
 
 
 def test_auto_skips_a_strategy_the_host_cannot_hold() -> None:
@@ -82,7 +93,7 @@ def test_auto_refuses_when_nothing_fits_the_host() -> None:
     plan = make_plan(job, Budget(host_memory_gib=128))
     assert plan.choice is None
     assert plan.reason.startswith("nothing that fits 70.5 GiB per GPU fits 128 GiB of host "
-                                  "memory per node: the smallest, zero3-offload, needs 166.5")
+                                  "memory per node: the smallest, zero3-offload, needs 195.0")
 
 
 SLURM = {"backend": "slurm", "train.model": "/cluster/models/l8", "train.dataset": "/d.jsonl",
@@ -105,7 +116,7 @@ def test_slurm_mem_below_the_plan_is_refused_at_render() -> None:
     assert result.exit_code == 2
     line = result.output.strip()
     assert "\n" not in line
-    assert line.startswith("mgft: error: --strategy zero3-offload: plans 166.5 GiB of host "
+    assert line.startswith("mgft: error: --strategy zero3-offload: plans 195.0 GiB of host "
                            "memory per node (1 processes, peak at save) and --mem 128G is "
                            "128.0 GiB; use fewer processes per node")
     for mem in ("256G", "0"):  # enough, and all of the node's (unknown here)
@@ -130,5 +141,21 @@ def test_plan_json_gives_host_terms() -> None:
     data = json.loads(result.output)
     assert data["budget"]["host_memory_gib"] == 128
     row = next(r for r in data["strategies"] if r["strategy"] == "zero3-offload")
-    assert row["host_gib"] == round((RUNTIME + 22 * P) / GIB, 2) and not row["host_fits"]
+    peak = RUNTIME + 22 * P + offload_extra(20 * P)
+    assert row["host_gib"] == round(peak / GIB, 2) and not row["host_fits"]
     assert row["host_terms_gib"]["offload"] == round(20 * P / GIB, 2)
+    assert row["host_terms_gib"]["offload_extra"] == round(offload_extra(20 * P) / GIB, 2)
+
+
+MEASURED = Path(__file__).resolve().parents[3] / "bench/results/host-memory-h100.json"
+
+
+@pytest.mark.parametrize("row", json.loads(MEASURED.read_text())["rows"],
+                         ids=lambda row: row["config"])
+def test_zero3_offload_within_15_percent_of_the_measured_host_memory(row) -> None:
+    """Issue 18's criterion against what bench/host_memory.py measured on one H100 host (the
+    largest sum of the job's resident memory, final save included); the plan's own figure
+    at the time of the measurement is recorded beside it: it was 16-20% low."""
+    job = Job(arch=KNOWN[row["arch"]], tuning=Tuning.FULL, micro_batch=2, seq_len=1024)
+    planned = host(job, Strategy.ZERO3_OFFLOAD).peak
+    assert abs(planned - row["measured_node_bytes"]) / row["measured_node_bytes"] <= 0.15

@@ -37,3 +37,40 @@ def test_fsdp_is_detected_from_dtensor_shards(gloo_group):
     assert name == "fsdp"
     assert evidence == {"fsdp_units": 2, "dtensor_params": 4, "params": 4,
                         "placements": ["(Shard(dim=0),)"]}
+
+
+class _ZeroEngine:
+    """What `_deepspeed` reads of a DeepSpeedEngine, answered from DeepSpeed's own parse of
+    the config the trainer generates (a real engine needs a GPU for ZeRO-3 offload)."""
+
+    def __init__(self, parsed, module: torch.nn.Module) -> None:
+        self._zero = parsed.zero_config
+        self.module, self.optimizer = module, torch.optim.SGD(module.parameters(), lr=0.1)
+        self.zero_optimization_stage = lambda: parsed.zero_optimization_stage
+
+    def zero_offload_optimizer(self):
+        return self._zero.offload_optimizer
+
+    def zero_offload_param(self):
+        return self._zero.offload_param
+
+
+@pytest.mark.parametrize("strategy,expected", [("zero3-offload", ("zero3-offload", "cpu")),
+                                               ("zero3", ("zero3", None))])
+def test_zero_evidence_reads_the_offload_device_as_deepspeed_parses_it(strategy, expected):
+    """DeepSpeed 0.19 parses the offload device to the plain string "cpu" (older versions:
+    an enum with .value); seen on an H100 as every zero3-offload run's crash at the end."""
+    from mgft.spec.job import Strategy, TrainSpec
+    from mgft.spec.parallel_dims import ParallelDims
+    from mgft_train.parallel import detect, zero
+
+    zero.import_deepspeed()
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    train = TrainSpec(model="m", dataset="d", strategy=Strategy(strategy))
+    dims = ParallelDims(strategy=train.strategy, world_size=1, devices_per_process=1,
+                        micro_batch=train.micro_batch, grad_accum=train.grad_accum)
+    parsed = DeepSpeedConfig(zero.deepspeed_config(train, 3, dims, bf16=False))
+    name, evidence = detect._deepspeed(_ZeroEngine(parsed, torch.nn.Linear(2, 2)))
+    assert (name, evidence["offload_optimizer"]) == expected
+    assert evidence["offload_param"] == expected[1]

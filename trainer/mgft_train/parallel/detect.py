@@ -44,6 +44,14 @@ def _is_deepspeed(model: torch.nn.Module) -> bool:
     return isinstance(model, DeepSpeedEngine)
 
 
+def _device_name(offload: Any) -> str | None:
+    """An offload config's device: an OffloadDeviceEnum in older DeepSpeed, a plain "cpu"
+    string in 0.19 (pydantic's use_enum_values)."""
+    if not offload:
+        return None
+    return str(getattr(offload.device, "value", offload.device))
+
+
 def _deepspeed(engine: Any) -> tuple[str, dict[str, Any]]:
     stage = engine.zero_optimization_stage()
     offload_opt = engine.zero_offload_optimizer()
@@ -56,8 +64,8 @@ def _deepspeed(engine: Any) -> tuple[str, dict[str, Any]]:
         "partition_gradients": bool(getattr(engine.optimizer, "partition_gradients", stage >= 3)),
         "partitioned_params": sum(1 for p in params if hasattr(p, "ds_id")),
         "params": len(params),
-        "offload_optimizer": str(offload_opt.device.value) if offload_opt else None,
-        "offload_param": str(offload_param.device.value) if offload_param else None,
+        "offload_optimizer": _device_name(offload_opt),
+        "offload_param": _device_name(offload_param),
         # ZeRO-3: linears routed through zero3_linear (a frozen weight's input is not saved).
         "referenced_linears": zero3_linear.referenced(engine.module),
     }
