@@ -98,6 +98,31 @@ def layer(name: str, k: int, n: int, tokens: int, device: torch.device,
     return row
 
 
+def profile(tokens: int, device: torch.device) -> None:
+    """Where one q_proj forward + input gradient spends its GPU time, FP8 (compiled
+    quantizer) against bf16: each kernel's total time over 5 calls."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    linear = torch.nn.Linear(4096, 4096, bias=False, device=device, dtype=torch.bfloat16)
+    linear.weight.requires_grad_(False)
+    quantized = fp8.Fp8Linear(linear)
+    fp8._compiled_quantizer()
+    x = activations(tokens, 4096, device, 1).requires_grad_(True)
+    dy = activations(tokens, 4096, device, 2) * 1e-3
+    for label, module in (("fp8", quantized), ("bf16", linear)):
+        for _ in range(3):
+            module(x).backward(dy)
+        torch.cuda.synchronize(device)
+        with torch_profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            for _ in range(5):
+                module(x).backward(dy)
+            torch.cuda.synchronize(device)
+        print(f"--- {label} q_proj x5, tokens {tokens}")
+        print(prof.key_averages().table(sort_by="cuda_time_total", row_limit=12,
+                                        max_name_column_width=70))
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -109,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
                    "unless --error-only")
     p.add_argument("--error-only", action="store_true", help="errors at the real shapes, "
                    "no timing")
+    p.add_argument("--profile", action="store_true", help="also print the CUDA kernels of "
+                   "one FP8 and one bf16 q_proj call (torch.profiler), longest first")
     args = p.parse_args(argv)
     device = torch.device("cpu" if args.cpu else "cuda")
+    if args.profile and device.type == "cuda":
+        profile(args.tokens, device)
     small = args.cpu and not args.error_only
     shapes = [(n, k // 64, o // 64) for n, k, o in SHAPES] if small else SHAPES
     tokens = 64 if small else args.tokens

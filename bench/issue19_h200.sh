@@ -7,6 +7,7 @@
 #   bash bench/issue19_h200.sh 1 bench/results/perf-h200-issue19   # ~7 min
 #   bash bench/issue19_h200.sh 2 bench/results/perf-h200-issue19   # ~7 min
 #   bash bench/issue19_h200.sh 3 bench/results/perf-h200-issue19   # ~4 min: 200-step pair
+#   bash bench/issue19_h200.sh 4 bench/results/perf-h200-issue19   # issue 18's host memory
 #
 # Part 1: install the carried wheels, FP8 per layer (bench/fp8_layers.py), then mgft bf16
 #   LoRA, mgft FP8 LoRA and the tuned TRL recipe (30 steps each, one perf.py --out).
@@ -18,7 +19,9 @@
 # here into .whl/ (gitignored) and passed in `carry`:
 #   pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 #     --platform manylinux_2_28_x86_64 -d .whl trl==1.16.0 datasets dill multiprocess \
-#     liger-kernel==0.8.5 bitsandbytes==0.50.2 xxhash pyarrow
+#     liger-kernel==0.8.5 bitsandbytes==0.50.2 xxhash hjson msgpack py-cpuinfo einops psutil
+#   (ninja: --platform manylinux2014_x86_64) and deepspeed, an sdist: `pip wheel --no-deps
+#   --no-build-isolation deepspeed==0.19.8 -w .whl`.
 set -euo pipefail
 part=${1:?usage: bash bench/issue19_h200.sh PART(1|2|3) RESULTS_DIR}
 results=${2:?usage: bash bench/issue19_h200.sh PART RESULTS_DIR}
@@ -27,20 +30,24 @@ mkdir -p "$results" "$out"
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 
 if [ -d .whl ]; then
-  pip install -q --no-index --find-links .whl --no-deps .whl/*.whl
+  python -m pip install -q --no-index --find-links .whl --no-deps .whl/*.whl
 fi
-pip install -q --no-deps --no-build-isolation -e . 2>/dev/null \
-  || export PYTHONPATH="$PWD/launcher:$PWD/trainer${PYTHONPATH:+:$PYTHONPATH}"
+# The tree's own code first, whatever pip did with it.
+python -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || true
+export PYTHONPATH="$PWD/launcher:$PWD/trainer${PYTHONPATH:+:$PYTHONPATH}"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader \
   > "$results/nvidia-smi.txt"
 
 perf() {  # --out DIR --steps N --only RUNS
-  timeout 560 python bench/perf.py --gpus 1 --timeout 200 "$@" 2>&1 | tail -40
+  # perf.json is rewritten after each run: a timeout keeps the runs that finished.
+  timeout "${PERF_TIMEOUT:-540}" python bench/perf.py --gpus 1 --timeout 200 "$@" 2>&1 \
+    | tail -40 || true
 }
 case $part in
   1)
-    timeout 120 python bench/fp8_layers.py --out "$results/fp8_layers.json" || true
-    perf --out "$results" --steps 30 \
+    timeout 150 python bench/fp8_layers.py --profile --out "$results/fp8_layers.json" 2>&1 \
+      | grep -v "^-*$" | cut -c1-160 || true
+    PERF_TIMEOUT=400 perf --out "$results" --steps 30 \
       --only mgft-lora-ddp-1g,mgft-lora-ddp-1g@fp8,base-lora-ddp-1g@tuned ;;
   2)
     perf --out "$results" --steps 30 \
@@ -48,5 +55,8 @@ case $part in
   3)
     perf --out "$results/steps-200" --steps 200 \
       --only mgft-lora-ddp-1g,mgft-lora-ddp-1g@fp8 ;;
+  4)  # issue 18: the plan's host figure against the measured host memory (zero3-offload)
+    timeout 560 python bench/host_memory.py --configs "${HOST_CONFIGS:-1b-full-zero3-offload}" \
+      --out "$results/host-memory.json" 2>&1 | tail -30 || true ;;
 esac
 tar czf "$out/issue19.tgz" "$results"
