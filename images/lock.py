@@ -1,6 +1,7 @@
-"""Write constraints.txt: exact versions of everything `mgft[train,k8s]` needs at run time, as
-installed in this environment (CI's venv). `make install` (CI) and both images install through
-it, so an image runs the versions CI tested. Run `make lock` after changing dependencies.
+"""Write constraints.txt: exact versions of everything `mgft[train,k8s,track]` needs at run
+time, as installed in this environment (CI's venv). `make install` (CI) and both images
+install through it, so an image runs the versions CI tested.
+Run `make lock` after changing dependencies.
 
     python images/lock.py [--check]
 """
@@ -16,7 +17,7 @@ from packaging.requirements import Requirement
 
 CONSTRAINTS = Path(__file__).resolve().parents[1] / "constraints.txt"
 HEADER = """\
-# Exact versions for `mgft[train,k8s]` and everything it pulls in, as CI installs them
+# Exact versions for `mgft[train,k8s,track]` and everything it pulls in, as CI installs them
 # (`make install`) and as images/cuda and images/cpu install them. torch: the +cpu or CUDA
 # build of this version, by platform. Regenerate with `make lock`; review the diff.
 """
@@ -26,7 +27,7 @@ def _norm(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
-def closure(root: str = "mgft", extras: frozenset[str] = frozenset({"train", "k8s"}),
+def closure(root: str = "mgft", extras: frozenset[str] = frozenset({"train", "k8s", "track"}),
             ) -> dict[str, str]:
     """{distribution: version} of what `root[extras]` requires here, transitively."""
     pins: dict[str, str] = {}

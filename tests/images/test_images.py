@@ -33,7 +33,7 @@ def test_hadolint_clean(dockerfile: Path) -> None:
 def test_image_installs_the_ci_set_as_a_non_root_trainer(dockerfile: Path) -> None:
     text = dockerfile.read_text()
     assert re.search(r"pip install --no-cache-dir --constraint constraints\.txt\b", text)
-    assert '".[train,k8s]"' in text and "DS_BUILD_OPS=0" in text  # as `make install` does
+    assert '".[train,k8s,track]"' in text and "DS_BUILD_OPS=0" in text  # as `make install` does
     assert "COPY pyproject.toml constraints.txt README.md ./" in text
     assert "USER 1000:1000" in text  # the uid the pods' restricted securityContext runs as
     assert 'ENTRYPOINT ["mgft-train"]' in text
@@ -56,8 +56,8 @@ def test_constraints_pin_exactly_what_ci_installed() -> None:
     lock = importlib.util.module_from_spec(spec)
     sys.modules["lock"] = lock
     spec.loader.exec_module(lock)
-    assert lock.closure() == pins, "constraints.txt is not the closure of mgft[train,k8s]: " \
-        "run `make lock`"
+    assert lock.closure() == pins, \
+        "constraints.txt is not the closure of mgft[train,k8s,track]: run `make lock`"
     assert {"torch", "transformers", "peft", "kubernetes"} <= set(pins)
 
 
