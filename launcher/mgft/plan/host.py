@@ -61,7 +61,8 @@ class HostBreakdown:
 
     def terms(self) -> dict[str, float]:
         return {"runtime": self.runtime, "offload": self.offload, "pinned": self.pinned,
-                "offload_extra": self.offload_extra, "load": self.load, "gather": self.gather, "merged": self.merged}
+                "offload_extra": self.offload_extra, "load": self.load,
+                "gather": self.gather, "merged": self.merged}
 
 
 def processes(job: Job, strategy: Strategy) -> int:
@@ -84,7 +85,8 @@ def host(job: Job, strategy: Strategy, a: Assumptions | None = None) -> HostBrea
                                              job.tuning is Tuning.QLORA) else 0.0
     return HostBreakdown(
         strategy=strategy, processes=processes(job, strategy), runtime=a.process_host_gib * GIB,
-        offload=offload, pinned=pinned, offload_extra=extra, load=float(job.act_bytes * arch.vocab * arch.hidden),
+        offload=offload, pinned=pinned, offload_extra=extra,
+        load=float(job.act_bytes * arch.vocab * arch.hidden),
         gather=model_bytes(job, strategy, a) if job.save else 0.0, merged=merged)
 
 

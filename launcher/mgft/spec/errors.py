@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 _PLAIN = re.compile(r"[\w./:@+,-]+")
@@ -31,6 +32,18 @@ class SpecError(ValueError):
             super().__init__(f"{field} {problem}; {fix}")
         else:
             super().__init__(f"{field} {show(value)}: {problem}; {fix}")
+
+
+@contextlib.contextmanager
+def as_spec_error() -> Iterator[None]:
+    """Run the trainer's own checks (mgft_train.checks) in the launcher: a UsageError they
+    raise becomes the same one line, before anything starts."""
+    from mgft_train.errors import UsageError
+
+    try:
+        yield
+    except UsageError as err:
+        raise SpecError(err.flag, err.value, err.problem, err.fix) from None
 
 
 def fail(path: str, value: object, problem: str, fix: str) -> None:

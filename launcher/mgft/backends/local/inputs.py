@@ -8,11 +8,13 @@ of the job: here they cost milliseconds and end in one line and exit 2.
 
 from __future__ import annotations
 
+import contextlib
+
 from mgft.contract.argv import parse_train, to_argv
 from mgft.contract.env import DistEnv
 from mgft.hw import host_memory
 from mgft.plan import host
-from mgft.spec.errors import SpecError
+from mgft.spec.errors import as_spec_error
 from mgft.spec.job import JobSpec
 
 
@@ -23,15 +25,11 @@ def check(spec: JobSpec) -> host.HostBreakdown | None:
         return None  # mgft generate checks its own inputs (mgft.generate.launch)
     planned = host.check(spec, host_memory.total_bytes(), "this machine's memory")
     from mgft_train.checks import check_inputs
-    from mgft_train.errors import UsageError
 
     train = parse_train(to_argv(spec.train))  # what every rank will parse from its argv
     ranks = DistEnv(world_size=spec.nproc_per_node, local_world_size=spec.nproc_per_node,
                     launched=True)
-    try:
+    # An unreadable checkpoint state is left alone: the trainer names it when it resumes.
+    with as_spec_error(), contextlib.suppress(OSError, ValueError, TypeError):
         check_inputs(train, ranks)
-    except UsageError as err:
-        raise SpecError(err.flag, err.value, err.problem, err.fix) from None
-    except (OSError, ValueError, TypeError):
-        pass  # an unreadable checkpoint state: the trainer names it when it tries to resume
     return planned

@@ -11,7 +11,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from mgft.spec.errors import SpecError
+from mgft.spec.errors import SpecError, as_spec_error
 
 _FIX = "pick an --output on a filesystem the nodes share that you can write to"
 
@@ -26,12 +26,9 @@ def check(output: Path, folder: Path, *, training: bool = True) -> None:
                         "pick a new --output directory")
     if training:
         from mgft_train.checks import check_output_dir
-        from mgft_train.errors import UsageError
 
-        try:
+        with as_spec_error():
             check_output_dir(str(output))
-        except UsageError as err:
-            raise SpecError(err.flag, err.value, err.problem, err.fix) from None
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:  # named: the nearest existing directory (or file) that refused
