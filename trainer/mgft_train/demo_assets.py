@@ -26,11 +26,11 @@ import argparse
 import json
 import random
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mgft_train import console
 from mgft_train.data import Row, render_prompt
 from mgft_train.data.templates import BUILTIN_CHAT_TEMPLATES
 
@@ -210,10 +210,10 @@ def main(argv: list[str] | None = None) -> int:
                      data_format=args.format, file_type=args.file_type,
                      chat_template=args.chat_template, preset=args.preset, weights=args.weights)
     except FileExistsError as err:
-        print(f"mgft_train.demo_assets: --out {err}", file=sys.stderr)
+        console.err(f"mgft_train.demo_assets: --out {err}")
         return 2
-    print(f"model and tokenizer: {args.out / 'model'}")
-    print(f"dataset ({args.rows} {args.format} rows): {data}")
+    console.out(f"model and tokenizer: {args.out / 'model'}")
+    console.out(f"dataset ({args.rows} {args.format} rows): {data}")
     return 0
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -12,6 +11,7 @@ import torch
 import torch.distributed as dist
 from mgft.contract.env import MGFT_DEVICE, CommEnv, DistEnv, LaunchEnv
 
+from mgft_train import console
 from mgft_train.errors import UsageError
 
 
@@ -82,7 +82,7 @@ def _prepare_nccl(env: DistEnv) -> None:
 
     resolution, applied = prepare_process()
     if env.local_rank == 0:  # one line per node: nodes may resolve differently
-        print(f"mgft: {resolution.describe(applied)}", file=sys.stderr, flush=True)
+        console.err(f"mgft: {resolution.describe(applied)}")
 
 
 def attempt_store(env: DistEnv) -> dist.Store:

@@ -32,7 +32,7 @@ from mgft.contract.argv import parse_train
 from mgft.contract.env import CommEnv, DistEnv, LaunchEnv
 from mgft.spec.job import Save, TrainSpec
 
-from mgft_train import quiet, signals, tracking
+from mgft_train import console, quiet, signals, tracking
 from mgft_train.checks import check_inputs
 from mgft_train.errors import UsageError
 
@@ -109,7 +109,7 @@ def run(spec: TrainSpec, ctx: Dist, env: DistEnv, tokenizer: PreTrainedTokenizer
                               pack_len=spec.seq_len if spec.packing else None,
                               flat=data.flat_rows(net), packs=dataset.packs)
     if ctx.is_main:
-        print(data.summary(dataset, loader), flush=True)
+        console.out(data.summary(dataset, loader))
     # The run's length, data start and schedule; on another number of processes than the
     # checkpoint's, mapped to this one (reshard.py).
     plan = reshard.plan(checkpoint.read_state(resume_from) if resume_from else None, spec,
@@ -118,14 +118,14 @@ def run(spec: TrainSpec, ctx: Dist, env: DistEnv, tokenizer: PreTrainedTokenizer
     engine = parallel.apply(net, spec, ctx, total)
     skipped = checkpoint.skipped(spec.output)  # damaged ones newer than resume_from
     if skipped and ctx.is_main:
-        print(f"{PROG}: skipping damaged checkpoint {'; '.join(skipped)}; falling back to "
-              f"{resume_from}", flush=True)
+        console.out(f"{PROG}: skipping damaged checkpoint {'; '.join(skipped)}; falling back "
+                    f"to {resume_from}")
     resume = checkpoint.load(engine, resume_from, ctx, plan) if resume_from else None
     if resume and ctx.is_main:
-        print(f"{PROG}: resuming from {resume_from} (step {resume.step} of {total})", flush=True)
+        console.out(f"{PROG}: resuming from {resume_from} (step {resume.step} of {total})")
         if plan.note:
-            print(f"{PROG}: continuing on {ctx.world_size} processes (the checkpoint's run had "
-                  f"{resume.world_size}): {plan.note}", flush=True)
+            console.out(f"{PROG}: continuing on {ctx.world_size} processes (the checkpoint's "
+                        f"run had {resume.world_size}): {plan.note}")
 
     held_out = evaluate.held_out(engine, dataset.eval, spec, ctx, pad_id=tokenizer.pad_token_id,
                                  flat=data.flat_rows(net))
@@ -135,9 +135,10 @@ def run(spec: TrainSpec, ctx: Dist, env: DistEnv, tokenizer: PreTrainedTokenizer
     if result.preempted:
         signals.ignore()  # saved; a second SIGTERM (torchrun's, as peers exit) changes nothing
         if ctx.is_main:
-            print(f"{PROG}: stopped by {'/'.join(result.signals) or 'a signal on another rank'}"
-                  f" after step {result.steps} of {total}; {resumable(spec)}"
-                  f" (exit {exitcodes.PREEMPTED})", flush=True)
+            console.out(f"{PROG}: stopped by "
+                        f"{'/'.join(result.signals) or 'a signal on another rank'}"
+                        f" after step {result.steps} of {total}; {resumable(spec)}"
+                        f" (exit {exitcodes.PREEMPTED})")
         return exitcodes.PREEMPTED
 
     reload_check_loss = evaluate.loss(
@@ -155,7 +156,7 @@ def run(spec: TrainSpec, ctx: Dist, env: DistEnv, tokenizer: PreTrainedTokenizer
         curves.plot_loss(result.losses, spec.output, f"{report['strategy']} {spec.tuning.value}",
                          result.evals)
         metrics.write(report, spec.output)  # last: its presence marks the run finished
-        print(metrics.summary(report), flush=True)
+        console.out(metrics.summary(report))
     return exitcodes.OK
 
 
@@ -169,7 +170,7 @@ def resumable(spec: TrainSpec) -> str:
 
 
 def _usage(err: UsageError, rank: int) -> int:
-    print(err.report(PROG, rank), file=sys.stderr)
+    console.err(err.report(PROG, rank))
     return exitcodes.USAGE
 
 

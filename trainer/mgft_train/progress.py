@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
+from mgft_train import console
+
 
 class StepReporter(Protocol):
     def step(self, step: int, total: int, loss: float, lr: float, tok_s: float, *,
@@ -55,13 +57,10 @@ class _Plain:
 
     def step(self, step: int, total: int, loss: float, lr: float, tok_s: float, *,
              eval_loss: float | None = None) -> None:
-        # One write with its newline, then flush: under torchrun/Slurm/k8s stdout is a pipe
-        # (a buffered log looks hung), and with PYTHONUNBUFFERED print() writes the text and
-        # the newline apart, so torchrun's --tee could read half a line and prefix the rest
-        # as a line of its own ("... eta 0:00:00[rank0]:").
-        line = format_step(step, total, loss, lr, tok_s, self._eta(step, total), eval_loss)
-        sys.stdout.write(line + "\n")
-        sys.stdout.flush()
+        # Flushed (under torchrun/Slurm/k8s stdout is a pipe, and a buffered log looks hung)
+        # and whole: console.py says why a line must be one write.
+        console.out(format_step(step, total, loss, lr, tok_s, self._eta(step, total),
+                                eval_loss))
 
 
 class _Rich:

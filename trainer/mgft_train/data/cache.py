@@ -45,7 +45,6 @@ import json
 import os
 import shutil
 import socket
-import sys
 import time
 from collections.abc import Iterator, Sequence
 from importlib.metadata import PackageNotFoundError, version
@@ -55,7 +54,7 @@ from typing import Any
 import numpy as np
 from mgft.spec.job import DataFormat, TrainSpec
 
-from mgft_train import jsonrows
+from mgft_train import console, jsonrows
 from mgft_train.data import EvalSet, Prepared, eval_source, prepare
 from mgft_train.data.encode import EncodeStats, Example
 from mgft_train.data.packing import EVAL_PACK_SEED, Pack, pack_indices
@@ -278,8 +277,8 @@ def _build(spec: TrainSpec, tokenizer: Any, entry: Path, inputs: dict[str, Any],
         shutil.rmtree(partial, ignore_errors=True)
         raise
     # From whichever rank built it (rank 0's `data:` line says only that it waited).
-    print(f"data cache: built {entry} by rank {rank} ({len(data.examples)} samples, "
-          f"{sum(sizes.values()) / 2**20:.1f} MiB) in {_since(start):.1f} s", flush=True)
+    console.out(f"data cache: built {entry} by rank {rank} ({len(data.examples)} samples, "
+                f"{sum(sizes.values()) / 2**20:.1f} MiB) in {_since(start):.1f} s")
     return "built"
 
 
@@ -328,8 +327,8 @@ def _locked(path: Path) -> Iterator[None]:
         except OSError as err:
             if err.errno not in NO_LOCK:
                 raise
-            print(f"mgft-train: data cache: {path.parent} refuses file locks ({err.strerror}); "
-                  "each process builds its own copy", file=sys.stderr, flush=True)
+            console.err(f"mgft-train: data cache: {path.parent} refuses file locks "
+                        f"({err.strerror}); each process builds its own copy")
         yield
     finally:
         os.close(fd)  # releases the lock

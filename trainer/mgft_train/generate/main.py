@@ -24,7 +24,7 @@ from mgft.contract.env import DistEnv, LaunchEnv
 from mgft.contract.exitcodes import USAGE
 from mgft.contract.generate import GenerateArgs, parse
 
-from mgft_train import quiet
+from mgft_train import console, quiet
 from mgft_train.errors import UsageError
 from mgft_train.progress import format_eta
 
@@ -56,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         store.check_settings(args.output, settings)
         device = resolve_device(LaunchEnv.from_env(), env)
     except UsageError as err:
-        print(err.report(PROG, env.rank), file=sys.stderr)
+        console.err(err.report(PROG, env.rank))
         return USAGE
     _quiet_hf()
     from mgft_train import distributed
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BaseException as err:
         distributed.abandon(ctx)
         if isinstance(err, UsageError):  # found while generating (--batch-size 1 too big)
-            print(f"{PROG}: rank {env.rank}: {err}", file=sys.stderr)
+            console.err(f"{PROG}: rank {env.rank}: {err}")
             return USAGE
         raise
     distributed.teardown(ctx)
@@ -135,11 +135,11 @@ def run(args: GenerateArgs, device: Any, tokenizer: Any, items: list,
         if rank == 0:  # rank 0's shard stands for all: shards differ by at most one prompt
             elapsed = time.perf_counter() - loaded
             eta = format_eta(elapsed / finished * (len(mine) - finished))
-            print(f"{PROG}: rank 0: {finished}/{len(mine)} prompts tok/s "
-                  f"{tokens / elapsed:.0f} eta {eta}", flush=True)
+            console.out(f"{PROG}: rank 0: {finished}/{len(mine)} prompts tok/s "
+                        f"{tokens / elapsed:.0f} eta {eta}")
 
     def note(text: str) -> None:
-        print(f"{PROG}: rank {rank}: {text}", file=sys.stderr, flush=True)
+        console.err(f"{PROG}: rank {rank}: {text}")
 
     try:
         used = decode.generate_all(model, tokenizer, config, eos, mine, args.batch_size,
@@ -155,10 +155,10 @@ def run(args: GenerateArgs, device: Any, tokenizer: Any, items: list,
         path = store.merge(args.output, items)
         report = metrics(args, stats, device, len(items), len(done), ctx.backend)
         store.write_metrics(args.output, report)
-        print(f"{PROG}: {len(items)} prompts ({report['generated_now']} generated now, "
-              f"{len(done)} already done) on {world} x {device.type}; "
-              f"{report['completion_tokens']} tokens in {report['generate_s']:.1f} s "
-              f"({report['tokens_per_s']:.0f} tok/s); wrote {path}", flush=True)
+        console.out(f"{PROG}: {len(items)} prompts ({report['generated_now']} generated now, "
+                    f"{len(done)} already done) on {world} x {device.type}; "
+                    f"{report['completion_tokens']} tokens in {report['generate_s']:.1f} s "
+                    f"({report['tokens_per_s']:.0f} tok/s); wrote {path}")
 
 
 def _nothing_to_do(output: str, items: list) -> None:
@@ -168,8 +168,8 @@ def _nothing_to_do(output: str, items: list) -> None:
     path = Path(output, store.RESULT)
     if not path.is_file():  # every shard complete, the merge itself cut short
         store.merge(output, items)
-    print(f"{PROG}: all {len(items)} prompts already done; nothing to generate. "
-          f"Results: {path}", flush=True)
+    console.out(f"{PROG}: all {len(items)} prompts already done; nothing to generate. "
+                f"Results: {path}")
 
 
 def metrics(args: GenerateArgs, stats: list[dict[str, Any]], device: Any, total: int,
