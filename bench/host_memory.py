@@ -108,7 +108,10 @@ class Sampler(threading.Thread):
                 except OSError:
                     continue
                 total += _kib(status, "VmRSS")
-                self.hwm[pid] = (cmd.decode(errors="replace")[:120], _kib(status, "VmHWM"))
+                # A process that has exited but is not yet reaped shows no Vm* lines: keep
+                # the peak read while it ran.
+                peak = max(_kib(status, "VmHWM"), self.hwm.get(pid, ("", 0))[1])
+                self.hwm[pid] = (cmd.decode(errors="replace")[:120], peak)
             self.samples += 1
             now = time.perf_counter() - self._start
             self.series.append((round(now, 2), total))
