@@ -30,7 +30,8 @@ test: install tools
 lint: install
 	$(BIN)/ruff check launcher trainer tests bench
 
-# Rewrite the renderers' golden files; review the diff before committing.
+# Rewrite the renderers' golden files and the files generated from Python (the compiled
+# templates, the chart's _generated.tpl and values.schema.json); review the diff before committing.
 golden: install
 	$(BIN)/python -m pytest tests/launcher/render tests/charts --update-golden -q
 

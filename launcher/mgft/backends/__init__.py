@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from mgft.spec.job import Backend
+from mgft.spec.choices import Backend
 
 _MODULES = {
     Backend.LOCAL: "mgft.backends.local.submit",

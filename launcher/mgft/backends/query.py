@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mgft.spec.job import K8sApi
+from mgft.spec.choices import K8sApi
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -13,8 +13,8 @@ from typing import Any
 import click
 
 from mgft.backends.query import JobQuery
+from mgft.spec.choices import Backend, K8sApi
 from mgft.spec.errors import one_line_errors
-from mgft.spec.job import Backend, K8sApi
 
 _BACKENDS = [b.value for b in Backend]
 

@@ -9,19 +9,16 @@ import sys
 import typing
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from mgft import __version__
 from mgft.cli import jobs as jobs_cli
-from mgft.spec.errors import SpecError, one_line_errors
-from mgft.spec.flags import FLAGS
-from mgft.spec.job import (
+from mgft.spec.choices import (
     Backend,
     DataFormat,
     Fabric,
-    JobSpec,
     K8sApi,
     Kernels,
     Overlong,
@@ -32,6 +29,11 @@ from mgft.spec.job import (
     Strategy,
     Tuning,
 )
+from mgft.spec.errors import SpecError, one_line_errors
+from mgft.spec.flags import FLAGS
+
+if TYPE_CHECKING:
+    from mgft.spec.job import JobSpec
 
 _CHOICES = {"--backend": Backend, "--strategy": Strategy, "--tuning": Tuning, "--k8s-api": K8sApi,
             "--data-format": DataFormat, "--overlong": Overlong, "--fabric": Fabric,
@@ -54,6 +56,7 @@ def _defaults(cls: type) -> dict[str, Any]:
 def _field_help(path: str) -> tuple[str, str]:
     """Help text and metavar from the spec field: one source for --help and the YAML schema."""
     from mgft.spec.build import SECTIONS
+    from mgft.spec.job import JobSpec
 
     *section, leaf = path.split(".")
     cls = SECTIONS[section[0]] if section else JobSpec

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 
-import yaml
 from pydantic import TypeAdapter
 
 from mgft.render.pod import CONFIG_FILE, claim_name, config_map_name
@@ -19,6 +18,8 @@ def _adapter() -> TypeAdapter[JobSpec]:
 
 def job_config(spec: JobSpec) -> str:
     """The resolved job as a `--config` file: `mgft render --config` on it renders this job."""
+    import yaml  # only for a job that asks for its ConfigMap
+
     data = _adapter().dump_python(spec, mode="json")
     return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
 

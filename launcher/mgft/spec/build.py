@@ -10,9 +10,8 @@ import difflib
 import functools
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from mgft.spec import validate
@@ -31,6 +30,9 @@ from mgft.spec.job import (
     TrainSpec,
 )
 from mgft.spec.names import derive_name
+
+if TYPE_CHECKING:
+    import yaml
 
 SECTIONS: dict[str, type] = {
     "train": TrainSpec, "resources": Resources, "k8s": K8sSpec, "slurm": SlurmSpec,
@@ -59,25 +61,36 @@ class _Typed:
         self.value, self.text = value, text
 
 
-class _TextKeepingLoader(yaml.SafeLoader):
-    pass
-
-
-def _keep_text(tag: str) -> Callable[[yaml.SafeLoader, yaml.ScalarNode], _Typed]:
-    construct = yaml.SafeLoader.yaml_constructors[tag]
+def _keep_text(construct: Callable[[yaml.SafeLoader, yaml.ScalarNode], Any]
+               ) -> Callable[[yaml.SafeLoader, yaml.ScalarNode], _Typed]:
+    """`construct`'s value, with the text of the scalar it came from."""
     return lambda loader, node: _Typed(construct(loader, node), node.value)
 
 
-for _kind in ("bool", "int", "float", "timestamp"):
-    _TextKeepingLoader.add_constructor(f"tag:yaml.org,2002:{_kind}",
-                                       _keep_text(f"tag:yaml.org,2002:{_kind}"))
+@functools.cache
+def _text_keeping_loader() -> type[yaml.SafeLoader]:
+    """Built when a --config file or --set is read: most jobs come from flags alone, and
+    importing PyYAML is a noticeable part of `mgft render`'s start-up."""
+    import yaml
+
+    class TextKeepingLoader(yaml.SafeLoader):
+        pass
+
+    for kind in ("bool", "int", "float", "timestamp"):
+        tag = f"tag:yaml.org,2002:{kind}"
+        TextKeepingLoader.add_constructor(tag, _keep_text(yaml.SafeLoader.yaml_constructors[tag]))
+    return TextKeepingLoader
 
 
 def _load(text: str) -> Any:
-    return yaml.load(text, Loader=_TextKeepingLoader)  # noqa: S506 - a SafeLoader
+    import yaml
+
+    return yaml.load(text, Loader=_text_keeping_loader())  # noqa: S506 - a SafeLoader
 
 
 def load_yaml(path: Path) -> dict[str, Any]:
+    import yaml
+
     try:
         data = _load(path.read_text(encoding="utf-8")) or {}
     except OSError as err:
@@ -114,6 +127,8 @@ def parse_set(item: str) -> tuple[str, Any]:
         raise SpecError("--set", item, "is not KEY=VALUE", "write e.g. --set train.lr=1e-4")
     # YAML typing, so `--set resources.gpus=4` is an int and `--set name=null` clears it;
     # a string field still gets the text (`--set slurm.account=12345`).
+    import yaml
+
     try:
         return key.strip(), _load(text) if text else ""
     except yaml.YAMLError:

@@ -2,93 +2,32 @@
 
 Every backend reads a `JobSpec`; none writes one. `mgft.spec.build.build_spec` is the only
 place that creates and validates it. Field descriptions here are the single source of
-the YAML schema (`mgft config schema`) and of the CLI `--help` text.
+the YAML schema (`mgft config schema`) and of the CLI `--help` text; the choices its fields
+take are in `mgft.spec.choices`.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from mgft.spec.choices import (
+    Backend,
+    DataFormat,
+    Fabric,
+    K8sApi,
+    Kernels,
+    Overlong,
+    PodSecurity,
+    Precision,
+    Save,
+    SlurmContainer,
+    Strategy,
+    Tracker,
+    Tuning,
+)
+
 _STRICT = ConfigDict(extra="forbid")
-
-
-class Backend(StrEnum):
-    LOCAL = "local"
-    SLURM = "slurm"
-    K8S = "k8s"
-
-
-class Strategy(StrEnum):
-    DDP = "ddp"
-    FSDP = "fsdp"
-    ZERO1 = "zero1"
-    ZERO2 = "zero2"
-    ZERO3 = "zero3"
-    ZERO3_OFFLOAD = "zero3-offload"
-    MP = "mp"
-    # Not a strategy the trainer runs: build_spec replaces it with the one `mgft plan` picks.
-    AUTO = "auto"
-
-
-class Tuning(StrEnum):
-    LORA = "lora"
-    QLORA = "qlora"
-    FULL = "full"
-
-
-class DataFormat(StrEnum):
-    AUTO = "auto"
-    ALPACA = "alpaca"
-    SHAREGPT = "sharegpt"
-    MESSAGES = "messages"
-    TEXT = "text"
-    PROMPT_COMPLETION = "prompt_completion"
-
-
-class Overlong(StrEnum):
-    TRUNCATE = "truncate"
-    DROP = "drop"
-
-
-class Kernels(StrEnum):
-    AUTO = "auto"
-    LIGER = "liger"
-    NONE = "none"
-    # auto's kernels, and the frozen base Linears of LoRA in FP8 (mgft_train.fp8). Unlike
-    # the others it changes what is computed (e4m3 rounding): an explicit choice, recorded.
-    FP8 = "fp8"
-
-
-class Precision(StrEnum):
-    """Where a trained weight's updates accumulate (mgft_train.precision)."""
-
-    MIXED = "mixed"
-    BF16_KAHAN = "bf16-kahan"
-    BF16 = "bf16"
-
-    def runs_under(self, strategy: Strategy) -> bool:
-        """bf16 weights need an optimizer mgft steps itself; DeepSpeed's ZeRO optimizers
-        always step fp32 master weights of their own."""
-        return self is Precision.MIXED or strategy in (Strategy.DDP, Strategy.FSDP, Strategy.MP)
-
-
-class Save(StrEnum):
-    CHECKPOINTS = "checkpoints"
-    FINAL = "final"
-    NONE = "none"
-
-
-class Tracker(StrEnum):
-    """Where rank 0 reports each step (mgft_train.tracking)."""
-
-    TENSORBOARD = "tensorboard"
-    WANDB = "wandb"
-    MLFLOW = "mlflow"
-    NONE = "none"
 
 
 def _comma_words(value: Any) -> Any:
@@ -97,23 +36,6 @@ def _comma_words(value: Any) -> Any:
     if isinstance(value, str):
         return tuple(part.strip() for part in value.split(",") if part.strip())
     return value
-
-
-class K8sApi(StrEnum):
-    PYTORCHJOB = "pytorchjob"
-    TRAINJOB = "trainjob"
-
-
-class Fabric(StrEnum):
-    """How the GPUs talk: picks the NCCL preset (`mgft.comm.fabric`)."""
-
-    AUTO = "auto"
-    NVLINK = "nvlink"
-    PCIE = "pcie"
-    INFINIBAND = "infiniband"
-    ROCE = "roce"
-    ETHERNET = "ethernet"
-    EFA = "efa"
 
 
 def _id_list(value: Any) -> Any:
@@ -125,12 +47,6 @@ def _id_list(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return tuple(str(v) for v in value)
     return value
-
-
-class SlurmContainer(StrEnum):
-    NONE = "none"
-    PYXIS = "pyxis"  # srun --container-image (NVIDIA pyxis/enroot)
-    APPTAINER = "apptainer"  # apptainer exec (formerly Singularity)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -272,11 +188,6 @@ class TrainSpec:
             "wandb, mlflow, several comma-separated, or none. wandb and mlflow need "
             "mgft[track] in the image; a resumed run continues the same tracker run."))] = (
         (Tracker.TENSORBOARD,))
-
-
-class PodSecurity(StrEnum):
-    RESTRICTED = "restricted"
-    NONE = "none"
 
 
 def _comma_list(value: object) -> object:

@@ -189,6 +189,8 @@ def _check_slurm(spec: JobSpec) -> None:
         fail("slurm.time", spec.slurm.time, "not a Slurm time limit",
               "use minutes, HH:MM:SS or D-HH:MM:SS, e.g. 04:00:00")
     slurm_rules.check(spec)
+    if spec.slurm.mem is None:
+        return  # no --mem to size the job's host memory against (nor the planner to import)
     from mgft.plan import host  # reads a local config.json, when there is one
 
     host.check(spec, host.slurm_mem_bytes(spec.slurm.mem), f"--mem {spec.slurm.mem}")
