@@ -8,6 +8,8 @@
 #   bash bench/issue19_h200.sh 2 bench/results/perf-h200-issue19   # ~7 min
 #   bash bench/issue19_h200.sh 3 bench/results/perf-h200-issue19   # ~4 min: 200-step pair
 #   bash bench/issue19_h200.sh 4 bench/results/perf-h200-issue19   # issue 18's host memory
+#   bash bench/issue19_h200.sh 5 bench/results/perf-h100-fp8-triton # ~9 min: quantizer,
+#     200-step bf16/FP8 pair, the tuned recipe, a profile of each step (bench/step_profile.py)
 #
 # Part 1: install the carried wheels, FP8 per layer (bench/fp8_layers.py), then mgft bf16
 #   LoRA, mgft FP8 LoRA and the tuned TRL recipe (30 steps each, one perf.py --out).
@@ -45,16 +47,34 @@ perf() {  # --out DIR --steps N --only RUNS
 }
 case $part in
   1)
-    timeout 150 python bench/fp8_layers.py --profile --out "$results/fp8_layers.json" 2>&1 \
+    timeout 200 python bench/fp8_layers.py --profile --out "$results/fp8_layers.json" 2>&1 \
       | grep -v "^-*$" | cut -c1-160 || true
     PERF_TIMEOUT=400 perf --out "$results" --steps 30 \
-      --only mgft-lora-ddp-1g,mgft-lora-ddp-1g@fp8,base-lora-ddp-1g@tuned ;;
+      --only mgft-lora-ddp-1g,mgft-lora-ddp-1g@fp8,base-lora-ddp-1g@tuned
+    # which quantizer the FP8 run used (fp8._fast_quantizer's record)
+    grep -ho '"fp8:[^"]*"' /tmp/mgft-bench/perf/runs/mgft-lora-ddp-1g@fp8/metrics.json || true ;;
   2)
     perf --out "$results" --steps 30 \
       --only base-lora-ddp-1g,mgft-qlora-ddp-1g,mgft-qlora-ddp-1g@ckpt,base-qlora-ddp-1g ;;
   3)
     perf --out "$results/steps-200" --steps 200 \
       --only mgft-lora-ddp-1g,mgft-lora-ddp-1g@fp8 ;;
+  5)  # the Triton quantizer: picked? then the 200-step pair, the tuned recipe, step profiles
+    python -c "import torch; from mgft_train import fp8; fp8._fast_quantizer(torch.device('cuda'));
+print('quantizer:', fp8._quantizer)" 2>&1 | tail -3
+    PERF_TIMEOUT=330 perf --out "$results/steps-200" --steps 200 \
+      --only mgft-lora-ddp-1g,mgft-lora-ddp-1g@fp8
+    grep -ho '"fp8:[^"]*"' /tmp/mgft-bench/perf/runs/*/metrics.json || true
+    PERF_TIMEOUT=100 perf --out "$results" --steps 30 --only base-lora-ddp-1g@tuned
+    work=/tmp/mgft-bench/perf
+    for kernels in auto fp8; do
+      timeout 90 python -m torch.distributed.run --standalone --nproc-per-node 1 \
+        bench/step_profile.py --out "$results/step-profile-$kernels" --wait 6 --active 3 -- \
+        --model $work/models/llama-3-8b --dataset $work/sft-llama-3-8b-128-1024-360-0.jsonl \
+        --output /tmp/profile-$kernels --strategy ddp --tuning lora --max-steps 12 \
+        --lr 0.0002 --seed 0 --lora-r 16 --random-init --micro-batch 4 --grad-accum 1 \
+        --seq-len 1024 --save none --kernels $kernels 2>&1 | tail -16 || true
+    done ;;
   4)  # issue 18: the plan's host figure against the measured host memory (zero3-offload)
     timeout 560 python bench/host_memory.py --configs "${HOST_CONFIGS:-1b-full-zero3-offload}" \
       --out "$results/host-memory.json" 2>&1 | tail -30 || true ;;

@@ -213,3 +213,90 @@ def test_a_trainer_started_by_hand_refuses_fp8_as_the_launcher_does(kw, flag, wo
     with pytest.raises(UsageError, match=f"{flag}: .*{words}"):
         check_kernels(TrainSpec(model="m", dataset="d", kernels=Kernels.FP8, **kw))
     check_kernels(TrainSpec(model="m", dataset="d", kernels=Kernels.FP8))  # lora, ddp: runs
+
+
+def test_a_faster_quantizer_is_used_only_where_it_gives_the_reference_bytes():
+    """The Triton kernel (or torch.compile) replaces quantize_rows only after computing its
+    exact result on the sample; one element one e4m3 step off is enough to refuse it."""
+    def one_step_off(x):
+        q, scale = fp8.quantize_rows(x)
+        raw = q.view(torch.uint8).clone()
+        raw.view(-1)[7] ^= 1  # the last mantissa bit of one element
+        return raw.view(torch.float8_e4m3fn), scale
+
+    def missing():
+        raise ImportError("no triton")
+
+    cpu = torch.device("cpu")
+    exact = lambda x: fp8.quantize_rows(x)  # noqa: E731 - another function, same result
+    chosen, record = fp8.pick_quantizer(
+        [("triton", missing), ("off", lambda: one_step_off), ("exact", lambda: exact)], cpu)
+    assert chosen is exact
+    off = "off differs from the reference: 0 of 64 scales, 1 of 2048 values at width 32"
+    assert record == f"exact (triton failed: ImportError; {off})"
+    chosen, record = fp8.pick_quantizer([("off", lambda: one_step_off)], cpu)
+    assert chosen is fp8.quantize_rows and record == f"eager ({off})"
+
+
+class CountingQuantizer:
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, x):
+        self.calls += 1
+        return fp8.quantize_rows(x)
+
+
+@pytest.fixture
+def counting(monkeypatch):
+    counter = CountingQuantizer()
+    monkeypatch.setattr(fp8, "_quantize", counter)
+    monkeypatch.setattr(fp8, "_shared", ())
+    return counter
+
+
+def test_layers_reading_one_input_quantize_it_once_and_compute_what_they_would_alone(
+        counting):
+    """q, k and v read the same hidden states: one quantization serves the three, and
+    each output and the summed input gradient equal those of layers quantizing alone."""
+    layers = [fp8.Fp8Linear(linear(64, n)) for n in (48, 16, 16)]
+    x = rows_with_outliers(12, 64).reshape(3, 4, 64).requires_grad_(True)
+    dys = [torch.randn(3, 4, n, generator=torch.Generator().manual_seed(n)) for n in
+           (48, 16, 16)]
+    shared = [layer(x) for layer in layers]
+    assert counting.calls == 1
+    torch.autograd.backward(shared, dys)
+    assert counting.calls == 1 + 3  # and one per output gradient
+    alone_grad = torch.zeros_like(x)
+    for layer, y_shared, dy in zip(layers, shared, dys, strict=True):
+        fp8._shared = ()
+        x_alone = x.detach().clone().requires_grad_(True)
+        y = layer(x_alone)
+        y.backward(dy)
+        assert torch.equal(y, y_shared)
+        alone_grad += x_alone.grad
+    torch.testing.assert_close(x.grad, alone_grad, rtol=1e-6, atol=0)
+
+
+def test_an_input_changed_in_place_or_a_new_one_is_quantized_again(counting):
+    layer = fp8.Fp8Linear(linear(64, 48))
+    x = rows_with_outliers(8, 64)
+    first = layer(x)
+    with torch.no_grad():
+        x.mul_(2.0)
+    second = layer(x)  # same tensor, new contents: a stale FP8 copy would give `first`
+    assert counting.calls == 2
+    torch.testing.assert_close(second, 2.0 * first, rtol=1e-6, atol=1e-6)
+    layer(x.clone())
+    assert counting.calls == 3
+
+
+def test_a_llama_block_quantizes_four_inputs_in_its_forward_not_seven(counting):
+    """Wired through transformers and peft as training runs it: per block, the hidden
+    states feed q, k and v, the attention output feeds o, the normed residual feeds gate
+    and up, and the SwiGLU product feeds down: 4 quantizations, not one per layer."""
+    model = lora_model()
+    fp8.quantize_base(model, torch.device("cpu"))
+    ids = torch.randint(3, 256, (2, 24), generator=torch.Generator().manual_seed(6))
+    model(input_ids=ids, labels=ids)
+    assert counting.calls == 4 * 4  # 4 blocks

@@ -21,6 +21,7 @@ practice). So it is a choice the user makes, never a default, and metrics.json r
 
 from __future__ import annotations
 
+import weakref
 from typing import Any
 
 import torch
@@ -29,6 +30,7 @@ from mgft_train.errors import UsageError
 
 E4M3 = torch.float8_e4m3fn
 E4M3_MAX = torch.finfo(E4M3).max  # 448
+INV_E4M3_MAX = 1.0 / E4M3_MAX  # rounded to fp32 where it multiplies
 # An all-zero row gets this amax, so its scale is not 0 (0/0 would be NaN).
 TINY = 1e-12
 # Row-wise scaled matmuls on CUDA: Hopper and newer.
@@ -43,42 +45,111 @@ def quantize_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     saturates and every element is off by at most half an e4m3 spacing at its magnitude
     (relative 2^-4) plus the subnormal floor (2^-10 * scale)."""
     amax = torch.linalg.vector_norm(x, float("inf"), dim=-1, keepdim=True, dtype=torch.float32)
-    scale = amax.clamp(min=TINY) / E4M3_MAX
+    # A product, not amax / 448: CUDA's torch divides by a Python number as a multiplication
+    # by its reciprocal (the CPU divides), so only this form is the same number everywhere.
+    scale = amax.clamp(min=TINY) * INV_E4M3_MAX
     q = (x.to(torch.float32) / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
     return q, scale
 
 
-_quantize = quantize_rows  # on CUDA, the compiled function (fused: one pass over x)
-_quantizer = "eager"  # what metrics.json says ran: compiled, or eager and why
+_quantize = quantize_rows  # on CUDA, the fast one that proved equal (_fast_quantizer)
+_quantizer = "eager"  # what metrics.json says ran: triton, compiled, or eager and why
 
 
-def _compiled_quantizer() -> Any:
-    """torch.compile of quantize_rows: the eager one reads and writes the activation 4
-    times (amax, fp32 divide, clamp, cast), which costs about what FP8 saves on the
-    matmul. Same arithmetic, fused into one or two kernels; dynamic over the token count.
-    Tried once on a small tensor: where it cannot compile (no C compiler, no Triton), the
-    eager function does the same work, slower, and the record says so."""
-    global _quantize, _quantizer
-    if _quantize is quantize_rows:
-        compiled = torch.compile(quantize_rows, dynamic=True, fullgraph=True)
+def _sample_rows(width: int, device: torch.device) -> torch.Tensor:
+    """Rows that exercise every branch of the quantizer: magnitudes from 1e-3 to 1e3 (e4m3
+    subnormals among each row's small elements), an outlier channel, an all-zero row, a
+    row below TINY (its scale clamps) and a row of powers of two."""
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(64, width, generator=g) * torch.logspace(-3, 3, 64)[:, None]
+    x[:, 3] *= 40.0
+    x[1] = 0.0
+    x[2] *= 1e-30
+    x[3] = 2.0 ** torch.randint(-12, 12, (width,), generator=g).float()
+    return x.to(device=device, dtype=torch.bfloat16)
+
+
+def _difference(candidate: Any, device: torch.device) -> str | None:
+    """How the candidate quantizer's result differs from quantize_rows' on a sample of
+    Llama's widths (4096, 14336) and odd ones, or None where it is the same, bit for bit."""
+    for width in (32, 4096, 14336, 1000):
+        x = _sample_rows(width, device)
+        q, scale = candidate(x)
+        q_ref, scale_ref = quantize_rows(x)
+        bytes_off = int((q.view(torch.uint8) != q_ref.view(torch.uint8)).sum())
+        scales_off = int((scale != scale_ref).sum())
+        if bytes_off or scales_off:
+            return (f"differs from the reference: {scales_off} of {scale.numel()} scales, "
+                    f"{bytes_off} of {q.numel()} values at width {width}")
+    return None
+
+
+def pick_quantizer(candidates: list[tuple[str, Any]], device: torch.device) -> tuple[Any, str]:
+    """The first candidate (name, factory) whose quantizer gives quantize_rows' result
+    exactly on a sample; else quantize_rows itself. Returns it and what metrics.json
+    records: its name, with why any faster one before it was passed over."""
+    reasons: list[str] = []
+    for name, make in candidates:
         try:
-            compiled(torch.ones(16, 32, device="cuda", dtype=torch.bfloat16))
-        except Exception as err:  # noqa: BLE001 - any compile failure: eager instead
-            _quantizer = f"eager (torch.compile failed: {type(err).__name__})"
-            return _quantize
-        _quantize, _quantizer = compiled, "compiled"
+            candidate = make()
+            difference = _difference(candidate, device)
+            if difference is None:
+                return candidate, name + (f" ({'; '.join(reasons)})" if reasons else "")
+            reasons.append(f"{name} {difference}")
+        except Exception as err:  # noqa: BLE001 - cannot import or build: the next one
+            reasons.append(f"{name} failed: {type(err).__name__}")
+    return quantize_rows, f"eager ({'; '.join(reasons)})" if reasons else "eager"
+
+
+def _triton_quantizer() -> Any:
+    from mgft_train import fp8_triton
+
+    def triton_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return fp8_triton.quantize_rows(x, TINY, E4M3_MAX, INV_E4M3_MAX)
+
+    return triton_rows
+
+
+def _fast_quantizer(device: torch.device) -> Any:
+    """The activation quantizer for a CUDA run, the fastest that computes quantize_rows'
+    result exactly: the Triton kernel (fp8_triton.py: one pass, launched directly), else
+    torch.compile of quantize_rows (one pass, but ~0.7 ms of CPU per call in the compiled
+    region's guards), else quantize_rows itself (four passes)."""
+    global _quantize, _quantizer
+    if _quantize is quantize_rows and _quantizer == "eager":
+        _quantize, _quantizer = pick_quantizer([
+            ("triton", _triton_quantizer),
+            ("compiled", lambda: torch.compile(quantize_rows, dynamic=True, fullgraph=True)),
+        ], device)
     return _quantize
 
 
+# The last input quantized and its FP8 copy: (weak reference, version, q, scale).
+_shared: tuple[Any, ...] = ()
+
+
+def quantize_input(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x's rows in FP8, quantized once per input tensor: q, k and v read the same hidden
+    states, as do gate and up, so the second and third consumer reuse the first's copy
+    (7 forward quantizations per Llama block become 4). The key is the tensor itself and
+    its version counter: another tensor, or this one changed in place, is quantized anew."""
+    global _shared
+    if _shared and _shared[0]() is x and _shared[1] == x._version:
+        return _shared[2], _shared[3]
+    q, scale = _quantize(x.detach().reshape(-1, x.shape[-1]).contiguous())
+    _shared = (weakref.ref(x), x._version, q, scale)
+    return q, scale
+
+
 class _Fp8Matmul(torch.autograd.Function):
-    """y = x @ W.T with W's two FP8 copies; gradient to x only (W is frozen)."""
+    """y = x @ W.T from x's FP8 rows (q, scale) and W's two FP8 copies; gradient to x only
+    (W is frozen). x itself is an input only so that its gradient flows."""
 
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, w: torch.Tensor, w_scale: torch.Tensor,
-                wt: torch.Tensor, wt_scale: torch.Tensor) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
+                w: torch.Tensor, w_scale: torch.Tensor, wt: torch.Tensor,
+                wt_scale: torch.Tensor) -> torch.Tensor:
         ctx.wt, ctx.wt_scale, ctx.dtype = wt, wt_scale, x.dtype
-        rows = x.reshape(-1, x.shape[-1]).contiguous()  # _scaled_mm: row-major first operand
-        q, scale = _quantize(rows)
         # _scaled_mm wants its second operand column-major: W (N, K) row-major, transposed.
         y = torch._scaled_mm(q, w.t(), scale_a=scale, scale_b=w_scale, out_dtype=x.dtype)
         return y.view(*x.shape[:-1], w.shape[0])
@@ -86,12 +157,12 @@ class _Fp8Matmul(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, dy: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         if not ctx.needs_input_grad[0]:
-            return None, None, None, None, None
+            return (None,) * 7
         rows = dy.reshape(-1, dy.shape[-1]).to(ctx.dtype).contiguous()
         q, scale = _quantize(rows)
         dx = torch._scaled_mm(q, ctx.wt.t(), scale_a=scale, scale_b=ctx.wt_scale,
                               out_dtype=ctx.dtype)
-        return dx.view(*dy.shape[:-1], ctx.wt.shape[0]), None, None, None, None
+        return (dx.view(*dy.shape[:-1], ctx.wt.shape[0]),) + (None,) * 6
 
 
 class Fp8Linear(torch.nn.Module):
@@ -113,7 +184,8 @@ class Fp8Linear(torch.nn.Module):
         self.bias = linear.bias  # frozen, bf16 (None for Llama-style layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = _Fp8Matmul.apply(x, self.w, self.w_scale, self.wt, self.wt_scale)
+        q, scale = quantize_input(x)
+        y = _Fp8Matmul.apply(x, q, scale, self.w, self.w_scale, self.wt, self.wt_scale)
         return y if self.bias is None else y + self.bias
 
     def dequantized(self) -> torch.Tensor:
@@ -159,7 +231,7 @@ def quantize_base(model: torch.nn.Module, device: torch.device) -> int:
     for parent, name in layers:
         setattr(parent, name, Fp8Linear(getattr(parent, name)))
     if device.type == "cuda":
-        _compiled_quantizer()
+        _fast_quantizer(device)
     return len(layers)
 
 
