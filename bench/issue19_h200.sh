@@ -52,7 +52,7 @@ case $part in
     PERF_TIMEOUT=400 perf --out "$results" --steps 30 \
       --only mgft-lora-ddp-1g,mgft-lora-ddp-1g@fp8,base-lora-ddp-1g@tuned
     # which quantizer the FP8 run used (fp8._fast_quantizer's record)
-    grep -ho '"fp8:[^"]*"' /tmp/mgft-bench/perf/runs/mgft-lora-ddp-1g@fp8/metrics.json || true ;;
+    grep -ho '"fp8:[^"]*"' "$results"/runs/mgft-lora-ddp-1g@fp8.metrics.json || true ;;
   2)
     perf --out "$results" --steps 30 \
       --only base-lora-ddp-1g,mgft-qlora-ddp-1g,mgft-qlora-ddp-1g@ckpt,base-qlora-ddp-1g ;;
@@ -64,7 +64,7 @@ case $part in
 print('quantizer:', fp8._quantizer)" 2>&1 | tail -3
     PERF_TIMEOUT=330 perf --out "$results/steps-200" --steps 200 \
       --only mgft-lora-ddp-1g,mgft-lora-ddp-1g@fp8
-    grep -ho '"fp8:[^"]*"' /tmp/mgft-bench/perf/runs/*/metrics.json || true
+    grep -ho '"fp8:[^"]*"' "$results"/steps-200/runs/*.metrics.json || true
     work=/tmp/mgft-bench/perf
     for kernels in auto fp8; do
       timeout 80 python -m torch.distributed.run --standalone --nproc-per-node 1 \
