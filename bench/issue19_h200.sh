@@ -8,8 +8,10 @@
 #   bash bench/issue19_h200.sh 2 bench/results/perf-h200-issue19   # ~7 min
 #   bash bench/issue19_h200.sh 3 bench/results/perf-h200-issue19   # ~4 min: 200-step pair
 #   bash bench/issue19_h200.sh 4 bench/results/perf-h200-issue19   # issue 18's host memory
-#   bash bench/issue19_h200.sh 5 bench/results/perf-h100-fp8-triton # ~9 min: quantizer,
-#     200-step bf16/FP8 pair, the tuned recipe, a profile of each step (bench/step_profile.py)
+#   bash bench/issue19_h200.sh 5 bench/results/perf-h100-fp8-triton # ~8 min: quantizer,
+#     200-step bf16/FP8 pair, the tuned recipe
+#   bash bench/issue19_h200.sh 6 bench/results/perf-h100-fp8-triton # ~4 min: mgft QLoRA, a
+#     profile of a bf16 and an FP8 LoRA step (bench/step_profile.py)
 #
 # Part 1: install the carried wheels, FP8 per layer (bench/fp8_layers.py), then mgft bf16
 #   LoRA, mgft FP8 LoRA and the tuned TRL recipe (30 steps each, one perf.py --out).
@@ -59,12 +61,15 @@ case $part in
   3)
     perf --out "$results/steps-200" --steps 200 \
       --only mgft-lora-ddp-1g,mgft-lora-ddp-1g@fp8 ;;
-  5)  # the Triton quantizer: picked? then the 200-step pair, the tuned recipe, step profiles
+  5)  # the Triton quantizer: picked? then the 200-step pair and the tuned recipe
     python -c "import torch; from mgft_train import fp8; fp8._fast_quantizer(torch.device('cuda'));
 print('quantizer:', fp8._quantizer)" 2>&1 | tail -3
     PERF_TIMEOUT=330 perf --out "$results/steps-200" --steps 200 \
       --only mgft-lora-ddp-1g,mgft-lora-ddp-1g@fp8
-    grep -ho '"fp8:[^"]*"' "$results"/steps-200/runs/*.metrics.json || true
+    grep -ho '"\(fp8\|lora-dropout\):[^"]*"' "$results"/steps-200/runs/*.metrics.json || true
+    PERF_TIMEOUT=100 perf --out "$results" --steps 30 --only base-lora-ddp-1g@tuned ;;
+  6)  # mgft QLoRA (its memory with LoRA dropout recomputed), then a profile of each step
+    PERF_TIMEOUT=150 perf --out "$results" --steps 30 --only mgft-qlora-ddp-1g
     work=/tmp/mgft-bench/perf
     for kernels in auto fp8; do
       timeout 80 python -m torch.distributed.run --standalone --nproc-per-node 1 \
@@ -74,7 +79,7 @@ print('quantizer:', fp8._quantizer)" 2>&1 | tail -3
         --lr 0.0002 --seed 0 --lora-r 16 --random-init --micro-batch 4 --grad-accum 1 \
         --seq-len 1024 --save none --kernels $kernels 2>&1 | tail -16 || true
     done
-    PERF_TIMEOUT=100 perf --out "$results" --steps 30 --only base-lora-ddp-1g@tuned ;;
+    ;;
   4)  # issue 18: the plan's host figure against the measured host memory (zero3-offload)
     timeout 560 python bench/host_memory.py --configs "${HOST_CONFIGS:-1b-full-zero3-offload}" \
       --out "$results/host-memory.json" 2>&1 | tail -30 || true ;;

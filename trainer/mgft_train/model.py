@@ -10,7 +10,7 @@ import torch
 from mgft.spec.families import FAMILIES, supported_line
 from mgft.spec.job import Kernels, Strategy, TrainSpec, Tuning
 
-from mgft_train import attention, fp8, kernels, precision
+from mgft_train import attention, fp8, kernels, lora_dropout, precision
 from mgft_train.distributed import Dist
 from mgft_train.errors import UsageError
 
@@ -76,6 +76,7 @@ def load_model(spec: TrainSpec, ctx: Dist) -> torch.nn.Module:
     if spec.tuning is Tuning.FULL:
         return model
     model = precision.store_adapters(add_lora(model, spec), spec, compute_dtype(ctx.device))
+    lora_dropout.fold(model, spec.strategy)  # the same masks, recomputed: not stored
     if spec.kernels is Kernels.FP8:
         fp8.quantize_base(model, ctx.device)  # after peft: only adapted frozen Linears
     return model
@@ -191,7 +192,8 @@ def describe(model: torch.nn.Module) -> dict[str, Any]:
     trainable, total = count_params(model)
     config = getattr(model, "config", None)
     return {"trainable_params": trainable, "total_params": total,
-            "quantization": quantization(model), "kernels": kernels.applied() + fp8.applied(model),
+            "quantization": quantization(model), "kernels": kernels.applied() + fp8.applied(model)
+            + lora_dropout.applied(model),
             "attention": getattr(config, "_attn_implementation", None),
             # transformers marks each layer it will recompute
             "activation_checkpointing": any(getattr(m, "gradient_checkpointing", False) is True

@@ -1,0 +1,77 @@
+"""LoRA dropout without its stored activations: recomputed in the backward pass.
+
+peft computes each adapter as lora_B(lora_A(dropout(x))). In training, autograd keeps the
+dropout's output (for lora_A's weight gradient) and its mask, per adapted layer: with all 7
+projections of a Llama block adapted, q, k and v each keep their own copy of the same
+hidden states, and that is 117 KB per token per block at 8B, about 45% of a LoRA or QLoRA
+run's activation memory (bench/PERF-NOTES.md §7).
+
+Here lora_A and its dropout run as one checkpointed function of x: only x is kept (and x is
+kept anyway: the layer's other consumers, or the attention, hold it), and the backward pass
+recomputes the mask from the same random state (`preserve_rng_state`), so the masks, the
+losses and the gradients are those of peft's own modules. The recomputation is one dropout
+and one rank-r matmul per adapter: small beside the block's matmuls.
+
+Only where every weight is whole on its rank when the backward pass runs (ddp, zero1,
+zero2, mp): FSDP and ZeRO-3 gather lora_A's weight around its module's forward, which a
+recomputation inside the backward pass would not trigger. Elsewhere the dropout stays as
+peft built it, and metrics.json's record says so.
+"""
+
+from __future__ import annotations
+
+import torch
+from mgft.spec.job import Strategy
+from torch.utils.checkpoint import checkpoint
+
+# Strategies that keep every trained weight whole on each rank through the backward pass.
+WHOLE_WEIGHTS = frozenset({Strategy.DDP, Strategy.ZERO1, Strategy.ZERO2, Strategy.MP})
+
+
+class RecomputedDropoutLinear(torch.nn.Linear):
+    """lora_A with its dropout folded in. The same parameters, under the same names, as the
+    nn.Linear it was (its class is swapped in place), so adapters save and load as before."""
+
+    p: float
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and torch.is_grad_enabled()):
+            return torch.nn.functional.linear(x, self.weight, self.bias)  # dropout: identity
+        return checkpoint(self._dropped, x, use_reentrant=False, preserve_rng_state=True)
+
+    def _dropped(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(torch.nn.functional.dropout(x, self.p, True),
+                                          self.weight, self.bias)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, dropout p={self.p} recomputed in backward"
+
+
+def _dropouts(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
+    """(adapted layer, adapter name) of every adapter whose dropout peft stores."""
+    return [(module, name) for module in model.modules()
+            if hasattr(module, "lora_A") and hasattr(module, "lora_dropout")
+            for name, dropout in module.lora_dropout.items()
+            if type(dropout) is torch.nn.Dropout and dropout.p > 0
+            and type(module.lora_A[name]) is torch.nn.Linear]
+
+
+def fold(model: torch.nn.Module, strategy: Strategy) -> int:
+    """Fold each adapter's dropout into its lora_A where the strategy allows; returns how
+    many were folded."""
+    pairs = _dropouts(model) if strategy in WHOLE_WEIGHTS else []
+    for module, name in pairs:
+        lora_a = module.lora_A[name]
+        lora_a.__class__ = RecomputedDropoutLinear
+        lora_a.p = module.lora_dropout[name].p
+        module.lora_dropout[name] = torch.nn.Identity()
+    return len(pairs)
+
+
+def applied(model: torch.nn.Module) -> list[str]:
+    """metrics.json's record: adapters whose dropout is recomputed, and those whose dropout
+    output is stored (under FSDP and ZeRO-3)."""
+    folded = sum(isinstance(m, RecomputedDropoutLinear) for m in model.modules())
+    stored = len(_dropouts(model))
+    return ([f"lora-dropout:recomputed:{folded}-adapters"] if folded else []) + (
+        [f"lora-dropout:stored:{stored}-adapters"] if stored else [])
