@@ -13,19 +13,18 @@ losses and the gradients are those of peft's own modules. The recomputation is o
 and one rank-r matmul per adapter: small beside the block's matmuls.
 
 Only where every weight is whole on its rank when the backward pass runs (ddp, zero1,
-zero2, mp): FSDP and ZeRO-3 gather lora_A's weight around its module's forward, which a
-recomputation inside the backward pass would not trigger. Elsewhere the dropout stays as
-peft built it, and metrics.json's record says so.
+zero2, mp: mgft.spec.rules.lora_dropout, which `mgft plan` counts by too): FSDP and ZeRO-3
+gather lora_A's weight around its module's forward, which a recomputation inside the
+backward pass would not trigger. Elsewhere the dropout stays as peft built it, and
+metrics.json's record says so.
 """
 
 from __future__ import annotations
 
 import torch
 from mgft.spec.job import Strategy
+from mgft.spec.rules.lora_dropout import RECOMPUTED_UNDER
 from torch.utils.checkpoint import checkpoint
-
-# Strategies that keep every trained weight whole on each rank through the backward pass.
-WHOLE_WEIGHTS = frozenset({Strategy.DDP, Strategy.ZERO1, Strategy.ZERO2, Strategy.MP})
 
 
 class RecomputedDropoutLinear(torch.nn.Linear):
@@ -59,7 +58,7 @@ def _dropouts(model: torch.nn.Module) -> list[tuple[torch.nn.Module, str]]:
 def fold(model: torch.nn.Module, strategy: Strategy) -> int:
     """Fold each adapter's dropout into its lora_A where the strategy allows; returns how
     many were folded."""
-    pairs = _dropouts(model) if strategy in WHOLE_WEIGHTS else []
+    pairs = _dropouts(model) if strategy in RECOMPUTED_UNDER else []
     for module, name in pairs:
         lora_a = module.lora_A[name]
         lora_a.__class__ = RecomputedDropoutLinear

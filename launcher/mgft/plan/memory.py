@@ -20,6 +20,7 @@ from mgft.plan.activations import (
 )
 from mgft.plan.arch import Arch
 from mgft.spec.job import JobSpec, Kernels, Precision, Strategy, Tuning
+from mgft.spec.rules.lora_dropout import RECOMPUTED_UNDER
 
 DTYPE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 FP32 = 4
@@ -281,7 +282,9 @@ def batch(job: Job, strategy: Strategy, a: Assumptions) -> Batch:
                  # Adapters compute in bf16 everywhere: autocast (DDP, mp), mixed precision
                  # (FSDP), the bf16 engine (DeepSpeed); mgft_train.parallel.engine.
                  lora_rank=job.lora_r, lora_bytes=job.act_bytes,
-                 lora_dropout=job.lora_dropout > 0, dropout_mask_bytes=a.dropout_mask_bytes,
+                 # the trainer recomputes dropout under whole-weight strategies: no copies
+                 lora_dropout=job.lora_dropout > 0 and strategy not in RECOMPUTED_UNDER,
+                 dropout_mask_bytes=a.dropout_mask_bytes,
                  padded=a.padded and not job.packing, packed=job.packing,
                  # varlen attention: packing with any --kernels but none (mgft_train.model)
                  varlen=job.packing and job.kernels is not Kernels.NONE,
