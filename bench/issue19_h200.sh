@@ -12,6 +12,10 @@
 #     200-step bf16/FP8 pair, the tuned recipe
 #   bash bench/issue19_h200.sh 6 bench/results/perf-h100-fp8-triton # ~4 min: mgft QLoRA, a
 #     profile of a bf16 and an FP8 LoRA step (bench/step_profile.py)
+#   bash bench/issue19_h200.sh 8 bench/results/perf-h100-dropout-fn # ~5 min: LoRA dropout
+#     stored, folded (autograd.Function), folded (checkpoint), QLoRA and LoRA, one machine
+#   bash bench/issue19_h200.sh 7 bench/results/perf-h100-dropout-fn # ~8 min: the LoRA dropout
+#     fold's cost per adapter, mgft QLoRA, bf16 and FP8 LoRA, profiles of an FP8 and a bf16 step
 #
 # Part 1: install the carried wheels, FP8 per layer (bench/fp8_layers.py), then mgft bf16
 #   LoRA, mgft FP8 LoRA and the tuned TRL recipe (30 steps each, one perf.py --out).
@@ -47,6 +51,27 @@ perf() {  # --out DIR --steps N --only RUNS
   timeout "${PERF_TIMEOUT:-540}" python bench/perf.py --gpus 1 --timeout 200 "$@" 2>&1 \
     | tail -40 || true
 }
+profiles() {  # TIMEOUT WAIT ACTIVE "name:trainer flags"...: bench/step_profile.py on each
+  local limit=$1 wait=$2 active=$3 work=/tmp/mgft-bench/perf item name
+  shift 3
+  if [ ! -f $work/sft-llama-3-8b-128-1024-360-0.jsonl ]; then  # perf.py's assets
+    python -c "import sys; sys.path.insert(0, 'bench'); from pathlib import Path
+from bench_assets import model_config, sft_rows
+model = model_config('llama-3-8b', Path('$work/models/llama-3-8b'), seed=0)
+sft_rows(model, Path('$work/sft-llama-3-8b-128-1024-360-0.jsonl'), 360, (128, 1024), seed=0)"
+  fi
+  for item in "$@"; do
+    name=${item%%:*}
+    # shellcheck disable=SC2086 # the flags are words
+    timeout "$limit" python -m torch.distributed.run --standalone --nproc-per-node 1 \
+      bench/step_profile.py --out "$results/step-profile-$name" --wait "$wait" \
+      --active "$active" -- --model $work/models/llama-3-8b \
+      --dataset $work/sft-llama-3-8b-128-1024-360-0.jsonl --output "/tmp/profile-$name" \
+      --strategy ddp --max-steps $((wait + active + 2)) --lr 0.0002 --seed 0 --lora-r 16 \
+      --random-init true --micro-batch 4 --grad-accum 1 --seq-len 1024 --save none \
+      ${item#*:} 2>&1 | grep -v "Backend impl" | tail -16 || true
+  done
+}
 case $part in
   1)
     timeout 200 python bench/fp8_layers.py --profile --out "$results/fp8_layers.json" 2>&1 \
@@ -69,17 +94,41 @@ print('quantizer:', fp8._quantizer)" 2>&1 | tail -3
     grep -ho '"\(fp8\|lora-dropout\):[^"]*"' "$results"/steps-200/runs/*.metrics.json || true
     PERF_TIMEOUT=100 perf --out "$results" --steps 30 --only base-lora-ddp-1g@tuned ;;
   6)  # mgft QLoRA (its memory with LoRA dropout recomputed), then a profile of each step
-    PERF_TIMEOUT=150 perf --out "$results" --steps 30 --only mgft-qlora-ddp-1g
+      # (qlora-nodrop: no LoRA dropout at all, nothing stored or recomputed)
+    [ -f "$results/runs/mgft-qlora-ddp-1g.metrics.json" ] ||
+      PERF_TIMEOUT=150 perf --out "$results" --steps 30 --only mgft-qlora-ddp-1g
+    profiles 80 6 3 "lora-auto:--tuning lora --kernels auto" \
+      "lora-fp8:--tuning lora --kernels fp8" "qlora-auto:--tuning qlora --kernels auto" \
+      "qlora-nodrop:--tuning qlora --kernels auto --lora-dropout 0" ;;
+  7)  # the dropout fold as an autograd.Function: its cost per adapter; mgft QLoRA, bf16 and
+      # FP8 LoRA with it (30 steps); a profile of an FP8 and a bf16 LoRA step
+    timeout 60 python bench/lora_dropout_cost.py --out "$results/lora_dropout_cost.json" || true
+    PERF_TIMEOUT=240 perf --out "$results" --steps 30 \
+      --only mgft-qlora-ddp-1g,mgft-lora-ddp-1g,mgft-lora-ddp-1g@fp8
+    profiles 150 4 2 "lora-fp8:--tuning lora --kernels fp8" \
+      "lora-auto:--tuning lora --kernels auto" ;;
+  8)  # the LoRA dropout, three ways in one machine (bench/dropout_hook): peft's stored
+      # modules, the fold as an autograd.Function (as shipped), the fold by checkpoint
+    profiles 1 0 0  # the assets only (no case)
     work=/tmp/mgft-bench/perf
-    for kernels in auto fp8; do
-      timeout 80 python -m torch.distributed.run --standalone --nproc-per-node 1 \
-        bench/step_profile.py --out "$results/step-profile-$kernels" --wait 6 --active 3 -- \
-        --model $work/models/llama-3-8b --dataset $work/sft-llama-3-8b-128-1024-360-0.jsonl \
-        --output /tmp/profile-$kernels --strategy ddp --tuning lora --max-steps 12 \
-        --lr 0.0002 --seed 0 --lora-r 16 --random-init --micro-batch 4 --grad-accum 1 \
-        --seq-len 1024 --save none --kernels $kernels 2>&1 | tail -16 || true
-    done
-    ;;
+    for tuning in qlora lora; do
+      for mode in stored function checkpoint; do
+        dir=/tmp/ab-$tuning-$mode
+        PYTHONPATH="$PWD/bench/dropout_hook:$PYTHONPATH" MGFT_BENCH_DROPOUT=$mode timeout 100 \
+          python -m torch.distributed.run --standalone --nproc-per-node 1 -m mgft_train \
+          --model $work/models/llama-3-8b --dataset $work/sft-llama-3-8b-128-1024-360-0.jsonl \
+          --output $dir --strategy ddp --tuning $tuning --max-steps 20 --lr 0.0002 --seed 0 \
+          --lora-r 16 --random-init true --micro-batch 4 --grad-accum 1 --seq-len 1024 \
+          --save none > "$dir.log" 2>&1 || tail -5 "$dir.log"
+        mkdir -p "$results/dropout-ab" && cp "$dir/metrics.json" \
+          "$results/dropout-ab/$tuning-$mode.metrics.json" 2>/dev/null || true
+        python -c "import json, sys; m = json.load(open(sys.argv[1]))
+print(sys.argv[2], f\"{m['tokens_per_s_after_warmup']:,.0f} tok/s after warm-up,\",
+      f\"median step {m['tokens_per_s_median_step']:,.0f},\",
+      f\"peak {m['peak_memory_bytes'] / 2**30:.1f} GiB\", m['kernels'][-1])" \
+          "$dir/metrics.json" "$tuning-$mode" || true
+      done
+    done ;;
   4)  # issue 18: the plan's host figure against the measured host memory (zero3-offload)
     timeout 560 python bench/host_memory.py --configs "${HOST_CONFIGS:-1b-full-zero3-offload}" \
       --out "$results/host-memory.json" 2>&1 | tail -30 || true ;;

@@ -228,7 +228,8 @@ def test_every_train_field_reaches_the_trainer_from_the_chart(tmp_path: Path) ->
              "lora_alpha": 8.5, "lora_dropout": 0.0, "data_format": "messages",
              "chat_template": "chatml", "train_on_prompt": True, "packing": False,
              "overlong": "drop", "eval_split": 0.125, "eval_every": 9, "kernels": "none",
-             "activation_checkpointing": True, "precision": "bf16", "lora_targets": "q_proj",
+             "activation_checkpointing": True, "lora_dropout_recompute": True,
+             "precision": "bf16", "lora_targets": "q_proj",
              "save": "final", "save_every": 5, "keep_checkpoints": 1, "save_merged": True,
              "random_init": True, "report_to": ["wandb", "mlflow"],
              "data_cache": "/shared/data cache"}

@@ -39,6 +39,8 @@ def loss_and_grads(model, seed: int):
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad()
+    # what the random generator gives next: the backward pass leaves it where peft's does
+    grads["next random draw"] = torch.rand(4)
     return loss.detach(), grads
 
 
@@ -106,3 +108,21 @@ def test_without_dropout_there_is_nothing_to_fold():
     model = peft_model(0.0)
     assert lora_dropout.fold(model, Strategy.DDP) == 0
     assert lora_dropout.applied(model) == []
+
+
+
+@pytest.mark.parametrize("recompute", [False, True])
+def test_the_trainer_folds_only_when_asked(tiny, recompute):
+    """--lora-dropout-recompute is the user's choice (it costs tokens/s on a GPU host); by
+    default the trainer keeps peft's modules, and metrics.json's record says which ran."""
+    from mgft_train import model
+    from mgft_train.distributed import Dist
+
+    cpu = Dist(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="none")
+    spec = TrainSpec(model=str(tiny.model_dir), dataset="d", lora_dropout=0.1,
+                     lora_dropout_recompute=recompute)
+    net = model.load_model(spec, cpu)
+    config = net.config
+    adapters = config.num_hidden_layers * 7  # every projection of every block
+    kept = "recomputed" if recompute else "stored"
+    assert f"lora-dropout:{kept}:{adapters}-adapters" in model.describe(net)["kernels"]

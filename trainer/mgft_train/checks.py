@@ -13,6 +13,7 @@ from pathlib import Path
 from mgft.contract.env import DistEnv
 from mgft.spec.job import Strategy, TrainSpec
 from mgft.spec.rules.kernels import fp8_problem
+from mgft.spec.rules.lora_dropout import recompute_problem
 
 from mgft_train import checkpoint, jsonrows
 from mgft_train.errors import UsageError
@@ -65,10 +66,12 @@ def check_precision(spec: TrainSpec) -> None:
 
 
 def check_kernels(spec: TrainSpec) -> None:
-    """--kernels fp8's rule, as the launcher checks it, for a trainer started by hand (a
-    --tuning full run would otherwise train without FP8 and never say so)."""
-    if problem := fp8_problem(spec):
-        raise UsageError(*problem)
+    """--kernels fp8's and --lora-dropout-recompute's rules, as the launcher checks them, for
+    a trainer started by hand (a --tuning full run would otherwise train without FP8, and a
+    zero3 run store its dropout, and never say so)."""
+    for problem in (fp8_problem(spec), recompute_problem(spec)):
+        if problem:
+            raise UsageError(*problem)
 
 
 def check_model_dir(model: str, *, random_init: bool = False) -> None:

@@ -76,7 +76,8 @@ def load_model(spec: TrainSpec, ctx: Dist) -> torch.nn.Module:
     if spec.tuning is Tuning.FULL:
         return model
     model = precision.store_adapters(add_lora(model, spec), spec, compute_dtype(ctx.device))
-    lora_dropout.fold(model, spec.strategy)  # the same masks, recomputed: not stored
+    if spec.lora_dropout_recompute:  # the same masks, recomputed: not stored
+        lora_dropout.fold(model, spec.strategy)
     if spec.kernels is Kernels.FP8:
         fp8.quantize_base(model, ctx.device)  # after peft: only adapted frozen Linears
     return model

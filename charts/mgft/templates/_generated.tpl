@@ -34,6 +34,7 @@ mgft.fabricPresets: the static variables of each --fabric preset.
   ["data_cache", "--data-cache", "str"],
   ["kernels", "--kernels", "str"],
   ["activation_checkpointing", "--activation-checkpointing", "bool"],
+  ["lora_dropout_recompute", "--lora-dropout-recompute", "bool"],
   ["precision", "--precision", "str"],
   ["lora_targets", "--lora-targets", "str"],
   ["save", "--save", "str"],

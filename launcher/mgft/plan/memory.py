@@ -98,6 +98,7 @@ class Job:
     checkpointing: bool = False
     lora_r: int = 16
     lora_dropout: float = 0.05
+    lora_dropout_recompute: bool = False
     gpus_per_node: int = 1
     nodes: int = 1
     kernels: Kernels = Kernels.AUTO
@@ -113,7 +114,8 @@ class Job:
         t = spec.train
         return cls(arch=arch, tuning=t.tuning, dtype="bf16", micro_batch=t.micro_batch,
                    seq_len=t.seq_len, grad_accum=t.grad_accum, lora_r=t.lora_r,
-                   lora_dropout=t.lora_dropout, gpus_per_node=spec.resources.gpus,
+                   lora_dropout=t.lora_dropout,
+                   lora_dropout_recompute=t.lora_dropout_recompute, gpus_per_node=spec.resources.gpus,
                    nodes=spec.resources.nodes, kernels=t.kernels, packing=t.packing,
                    checkpointing=t.activation_checkpointing, precision=t.precision)
 
@@ -282,8 +284,9 @@ def batch(job: Job, strategy: Strategy, a: Assumptions) -> Batch:
                  # Adapters compute in bf16 everywhere: autocast (DDP, mp), mixed precision
                  # (FSDP), the bf16 engine (DeepSpeed); mgft_train.parallel.engine.
                  lora_rank=job.lora_r, lora_bytes=job.act_bytes,
-                 # the trainer recomputes dropout under whole-weight strategies: no copies
-                 lora_dropout=job.lora_dropout > 0 and strategy not in RECOMPUTED_UNDER,
+                 # --lora-dropout-recompute under whole-weight strategies: no copies
+                 lora_dropout=job.lora_dropout > 0 and not (
+                     job.lora_dropout_recompute and strategy in RECOMPUTED_UNDER),
                  dropout_mask_bytes=a.dropout_mask_bytes,
                  padded=a.padded and not job.packing, packed=job.packing,
                  # varlen attention: packing with any --kernels but none (mgft_train.model)

@@ -44,6 +44,7 @@ FLAGS: dict[str, str] = {
     "--data-cache": "train.data_cache",
     "--kernels": "train.kernels",
     "--activation-checkpointing": "train.activation_checkpointing",
+    "--lora-dropout-recompute": "train.lora_dropout_recompute",
     "--precision": "train.precision",
     "--lora-targets": "train.lora_targets",
     "--save": "train.save",

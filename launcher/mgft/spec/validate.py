@@ -15,6 +15,7 @@ from mgft.spec.job import Backend, JobSpec, SlurmContainer, Strategy, Tuning
 from mgft.spec.names import DNS1035, ENV_NAME, MAX_NAME_LEN
 from mgft.spec.parallel_dims import ParallelDims
 from mgft.spec.rules import kernels as kernel_rules
+from mgft.spec.rules import lora_dropout as dropout_rules
 from mgft.spec.rules import slurm as slurm_rules
 from mgft.spec.rules import tracking as tracking_rules
 from mgft.spec.rules.generate import check_generate
@@ -108,9 +109,10 @@ def _check_tuning(spec: JobSpec) -> None:
         fail("train.save_merged", train.save_merged,
               "--tuning full trains every weight and saves the whole model; there is no "
               "adapter to merge", "drop --save-merged")
-    if problem := kernel_rules.fp8_problem(train):
-        flag, value, why, fix = problem
-        fail(f"train.{flag.removeprefix('--').replace('-', '_')}", value, why, fix)
+    for problem in (kernel_rules.fp8_problem(train), dropout_rules.recompute_problem(train)):
+        if problem:
+            flag, value, why, fix = problem
+            fail(f"train.{flag.removeprefix('--').replace('-', '_')}", value, why, fix)
     if train.tuning is not Tuning.FULL and not _LORA_TARGETS.match(train.lora_targets):
         fail("train.lora_targets", train.lora_targets, "not all-linear or a list of module names",
               "use all-linear, or names separated by commas, e.g. q_proj,k_proj,v_proj,o_proj")

@@ -17,7 +17,8 @@ def test_every_field_is_written() -> None:
         "--model", "--dataset", "--output", "--strategy", "--tuning", "--max-steps", "--epochs",
         "--lr", "--micro-batch", "--grad-accum", "--seq-len", "--seed", "--lora-r",
         "--lora-alpha", "--lora-dropout", "--data-format", "--train-on-prompt", "--packing",
-        "--overlong", "--kernels", "--activation-checkpointing", "--precision", "--lora-targets",
+        "--overlong", "--kernels", "--activation-checkpointing", "--lora-dropout-recompute", "--precision",
+        "--lora-targets",
         "--save", "--save-every", "--keep-checkpoints", "--save-merged",
         "--random-init", "--report-to"]
 
@@ -32,7 +33,8 @@ def test_data_options_round_trip_including_booleans() -> None:
 
 def test_booleans_round_trip() -> None:
     train = TrainSpec(model="m", dataset="d", save_merged=True, random_init=True,
-                      kernels=Kernels.NONE, activation_checkpointing=True)
+                      kernels=Kernels.NONE, activation_checkpointing=True,
+                      lora_dropout_recompute=True)
     assert "--save-merged=True" in to_argv(train)
     assert parse_train(to_argv(train)) == train
 

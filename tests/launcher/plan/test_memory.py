@@ -247,10 +247,13 @@ def test_assumptions_follow_the_trainer() -> None:
     assert A.zero3_prefetch == PREFETCH_ELEMENTS
 
 
+@pytest.mark.parametrize("recompute", [True, False], ids=["recompute", "default"])
 @pytest.mark.parametrize("strategy", list(Strategy))
-def test_lora_dropout_costs_activations_only_where_the_trainer_stores_it(strategy) -> None:
-    """mgft_train.lora_dropout recomputes the dropout under ddp, zero1, zero2 and mp, so
-    there a dropout of 0.05 saves what no dropout saves; under FSDP and ZeRO-3 peft stores
+def test_lora_dropout_costs_activations_only_where_the_trainer_stores_it(strategy,
+                                                                        recompute) -> None:
+    """With --lora-dropout-recompute, mgft_train.lora_dropout recomputes the dropout under
+    ddp, zero1, zero2 and mp, so there a dropout of 0.05 costs what no dropout costs; by
+    default, and always under FSDP and ZeRO-3, peft stores
     a dropout output and mask per adapter: 117 KB per token and block at Llama-3-8B
     (q, k, v, o, gate, up: 4,096 wide; down: 14,336; 2 bytes and a 1-byte mask), less the
     inputs that no dropout shares (q/k/v's, gate/up's: 2 x 4,096 x 2 bytes) and down's own
@@ -258,9 +261,10 @@ def test_lora_dropout_costs_activations_only_where_the_trainer_stores_it(strateg
     if strategy is Strategy.AUTO:
         return
     kept, none = (estimate(Job(arch=KNOWN["llama-3-8b"], micro_batch=1, seq_len=1024,
-                               lora_dropout=p), strategy) for p in (0.05, 0.0))
+                               lora_dropout=p, lora_dropout_recompute=recompute), strategy)
+                  for p in (0.05, 0.0))
     stored = ((6 * 4096 + 14336) * 3 - 2 * 4096 * 2 - 14336 * 2) * 32 * 1024
-    if strategy in (Strategy.DDP, Strategy.ZERO1, Strategy.ZERO2, Strategy.MP):
+    if recompute and strategy in (Strategy.DDP, Strategy.ZERO1, Strategy.ZERO2, Strategy.MP):
         assert kept.activations == none.activations
     else:
         assert kept.activations - none.activations == pytest.approx(stored, rel=0.02)

@@ -50,6 +50,9 @@ def fails(**flags: Any) -> SpecError:
      "--strategy ddp"),
     ({"train.kernels": "fp8", "train.strategy": "ddp", "train.save_merged": True},
      "--save-merged", True, "merge the saved adapter"),
+    *(({"resources.gpus": 2, "train.lora_dropout_recompute": True, "train.strategy": s},
+       "--lora-dropout-recompute", True, "--strategy ddp, zero1, zero2 or mp")
+      for s in ("fsdp", "zero3", "zero3-offload")),
     ({"train.lora_targets": "q_proj;rm -rf"}, "--lora-targets", "q_proj;rm -rf",
      "q_proj,k_proj"),
     ({"backend": "slurm", "max_restarts": 2}, "--max-restarts", 2, "resumes"),
@@ -93,6 +96,8 @@ def test_error_names_field_value_and_fix(flags: dict, field: str, value: Any, fi
     {"train.eval_dataset": "/e.jsonl", "train.eval_every": 50},
     {"train.eval_split": 0.05},
     {"resources.gpus": 2, "train.kernels": "fp8", "train.strategy": "ddp"},
+    *({"resources.gpus": 2, "train.lora_dropout_recompute": True, "train.strategy": s}
+      for s in ("ddp", "zero1", "zero2", "mp")),
 ])
 def test_valid_combinations_pass(flags: dict) -> None:
     build_spec(merge({}, BASE | flags, []))

@@ -59,6 +59,7 @@ srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
   --overlong=truncate \
   --kernels=auto \
   --activation-checkpointing=False \
+  --lora-dropout-recompute=False \
   --precision=mixed \
   --lora-targets=all-linear \
   --save=checkpoints \
