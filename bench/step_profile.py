@@ -113,6 +113,10 @@ def events_of(prof: Any) -> list[Event]:
     out = []
     for e in prof.events():
         cpu = e.device_type == DeviceType.CPU
+        if not cpu and getattr(e, "is_user_annotation", False):
+            # ProfilerStep#N, DDP's forward: labels spanning a whole step on the GPU's
+            # timeline, not kernels (counted, they made every step 100% busy)
+            continue
         start, end = e.time_range.start, e.time_range.end
         out.append(Event(e.name, "cpu" if cpu else "cuda", start, end,
                          e.self_cpu_time_total if cpu else end - start))

@@ -42,6 +42,28 @@ def test_busy_time_is_the_union_of_the_intervals_not_the_sum():
     assert step_profile.union_us([(0, 100), (10, 20)]) == 100
 
 
+def test_annotations_on_the_gpu_timeline_are_not_kernels():
+    """torch.profiler puts ProfilerStep#N and DDP's forward on the GPU's timeline too, each as
+    long as a step: counted as kernels they made the GPU 100% busy on a launch-bound H100."""
+    from types import SimpleNamespace
+
+    from torch.autograd import DeviceType
+
+    def event(name, device, start, end, annotation):
+        return SimpleNamespace(name=name, device_type=device, is_user_annotation=annotation,
+                               time_range=SimpleNamespace(start=start, end=end),
+                               self_cpu_time_total=end - start)
+
+    prof = SimpleNamespace(events=lambda: [
+        event("ProfilerStep#7", DeviceType.CPU, 0, 100, False),
+        event("ProfilerStep#7", DeviceType.CUDA, 0, 100, True),
+        event("DistributedDataParallel.forward", DeviceType.CUDA, 5, 60, True),
+        event("nvjet_sm90_tst_128x128", DeviceType.CUDA, 10, 40, False)])
+    summary = step_profile.summarize(step_profile.events_of(prof), 1)
+    assert summary["busy_ms_per_step"] == pytest.approx(0.030)
+    assert summary["kernels_per_step"] == 1
+
+
 def test_cuda_summary_per_step():
     events = [
         Event("ProfilerStep#8", "cpu", 0, 1000, 10), Event("ProfilerStep#9", "cpu", 1000, 2000, 10),
