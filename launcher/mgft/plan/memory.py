@@ -114,8 +114,8 @@ class Job:
         t = spec.train
         return cls(arch=arch, tuning=t.tuning, dtype="bf16", micro_batch=t.micro_batch,
                    seq_len=t.seq_len, grad_accum=t.grad_accum, lora_r=t.lora_r,
-                   lora_dropout=t.lora_dropout,
-                   lora_dropout_recompute=t.lora_dropout_recompute, gpus_per_node=spec.resources.gpus,
+                   lora_dropout=t.lora_dropout, lora_dropout_recompute=t.lora_dropout_recompute,
+                   gpus_per_node=spec.resources.gpus,
                    nodes=spec.resources.nodes, kernels=t.kernels, packing=t.packing,
                    checkpointing=t.activation_checkpointing, precision=t.precision)
 

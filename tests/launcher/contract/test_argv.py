@@ -17,8 +17,8 @@ def test_every_field_is_written() -> None:
         "--model", "--dataset", "--output", "--strategy", "--tuning", "--max-steps", "--epochs",
         "--lr", "--micro-batch", "--grad-accum", "--seq-len", "--seed", "--lora-r",
         "--lora-alpha", "--lora-dropout", "--data-format", "--train-on-prompt", "--packing",
-        "--overlong", "--kernels", "--activation-checkpointing", "--lora-dropout-recompute", "--precision",
-        "--lora-targets",
+        "--overlong", "--kernels", "--activation-checkpointing", "--lora-dropout-recompute",
+        "--precision", "--lora-targets",
         "--save", "--save-every", "--keep-checkpoints", "--save-merged",
         "--random-init", "--report-to"]
 
