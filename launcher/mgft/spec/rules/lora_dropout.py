@@ -21,12 +21,6 @@ from mgft.spec.job import Strategy, TrainSpec, Tuning
 RECOMPUTED_UNDER = frozenset({Strategy.DDP, Strategy.ZERO1, Strategy.ZERO2, Strategy.MP})
 
 
-def recomputed(train: TrainSpec) -> bool:
-    """Whether the trainer recomputes the dropout (so no run stores it)."""
-    return (train.lora_dropout_recompute and train.tuning is not Tuning.FULL
-            and train.lora_dropout > 0 and train.strategy in RECOMPUTED_UNDER)
-
-
 def recompute_problem(train: TrainSpec) -> tuple[str, Any, str, str] | None:
     """(flag, value, problem, fix) where --lora-dropout-recompute cannot run as asked (with
     no dropout, or no adapters, there is nothing to recompute anywhere)."""
