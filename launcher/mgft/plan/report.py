@@ -54,6 +54,9 @@ def plan_options(field_help: ParamHelp) -> Callable[[Callable[..., Any]], Callab
         func = click.option("--activation-checkpointing/--no-activation-checkpointing",
                             default=False, help="Recompute each layer in the backward pass "
                             "instead of keeping its activations.  [default: off]")(func)
+        func = click.option("--lora-dropout-recompute", is_flag=True, default=False,
+                            help="Size LoRA's dropout as recomputed in the backward pass "
+                            "(ddp, zero1, zero2, mp), not stored.  [default: off]")(func)
         func = click.option("--packing/--no-packing", default=True,
                             help="Pack several samples per --seq-len sequence (as the trainer "
                             "does by default); off: padded micro-batches.  [default: on]")(func)
@@ -116,7 +119,8 @@ def job_from_options(options: dict[str, Any]):
               lora_r=v["--lora-r"], lora_dropout=v["--lora-dropout"], gpus_per_node=v["--gpus"],
               nodes=v["--nodes"], kernels=v["--kernels"], packing=options["packing"],
               precision=v["--precision"])
-    job = dataclasses.replace(job, save_merged=options["save_merged"])
+    job = dataclasses.replace(job, save_merged=options["save_merged"],
+                              lora_dropout_recompute=options["lora_dropout_recompute"])
     return job, Budget(gpu_memory_gib=v["--gpu-memory"], margin=v["--margin"],
                        host_memory_gib=_host_memory_gib(options["host_memory"]))
 
@@ -189,6 +193,7 @@ def to_json(plan) -> dict[str, Any]:
         "job": {"tuning": job.tuning.value, "dtype": job.dtype, "micro_batch": job.micro_batch,
                 "seq_len": job.seq_len, "grad_accum": job.grad_accum,
                 "activation_checkpointing": job.checkpointing, "lora_r": job.lora_r,
+                "lora_dropout_recompute": job.lora_dropout_recompute,
                 "kernels": job.kernels.value, "packing": job.packing,
                 "precision": job.precision.value,
                 "gpus_per_node": job.gpus_per_node, "nodes": job.nodes},

@@ -111,3 +111,24 @@ def test_precision_reaches_the_estimate_and_each_choice_shows_its_cost() -> None
     assert costs["mixed"]["ddp_peak_gib"] == round(estimate(job, Strategy.DDP).peak / GIB, 2)
     table = plan(*args).output
     assert "By --precision" in table and "mixed*" in table and "bf16-kahan " in table
+
+
+def test_lora_dropout_recompute_reaches_the_estimate() -> None:
+    """--lora-dropout-recompute drops the dropout copies where the trainer recomputes them
+    (ddp, zero2) and nowhere else (fsdp, zero3 store them whatever the flag); the saving is
+    what a dropout of 0 saves."""
+    def rows(*extra: str) -> dict:
+        result = plan("--model", "llama-3-8b", "--gpus", "4", "--micro-batch", "4", "--json",
+                      *extra)
+        assert result.exit_code == 0, result.output
+        data = json.loads(result.output)
+        return data["job"] | {r["strategy"]: r["activations_gib"] for r in data["strategies"]}
+
+    stored, recomputed, none = (rows(), rows("--lora-dropout-recompute"),
+                                rows("--lora-dropout", "0"))
+    assert (stored["lora_dropout_recompute"], recomputed["lora_dropout_recompute"]) == (
+        False, True)
+    for strategy in ("ddp", "zero2"):
+        assert recomputed[strategy] == none[strategy] < stored[strategy]
+    for strategy in ("fsdp", "zero3"):
+        assert recomputed[strategy] == stored[strategy] > none[strategy]
