@@ -16,6 +16,8 @@
 #     stored, folded (autograd.Function), folded (checkpoint), QLoRA and LoRA, one machine
 #   bash bench/issue19_h200.sh 7 bench/results/perf-h100-dropout-fn # ~8 min: the LoRA dropout
 #     fold's cost per adapter, mgft QLoRA, bf16 and FP8 LoRA, profiles of an FP8 and a bf16 step
+#   bash bench/issue19_h200.sh 9 bench/results/perf-compile-blocks # ~8 min: regional compile
+#     (bench/compile_hook) against the trainer as shipped, LoRA and QLoRA
 #
 # Part 1: install the carried wheels, FP8 per layer (bench/fp8_layers.py), then mgft bf16
 #   LoRA, mgft FP8 LoRA and the tuned TRL recipe (30 steps each, one perf.py --out).
@@ -128,6 +130,31 @@ print(sys.argv[2], f\"{m['tokens_per_s_after_warmup']:,.0f} tok/s after warm-up,
       f\"peak {m['peak_memory_bytes'] / 2**30:.1f} GiB\", m['kernels'][-1])" \
           "$dir/metrics.json" "$tuning-$mode" || true
       done
+    done ;;
+  9)  # regional torch.compile of the decoder blocks (bench/compile_hook) against the trainer
+      # as shipped, one machine, 30 steps each; the compile is paid in steps 1-2
+    profiles 1 0 0  # the assets only (no case)
+    work=/tmp/mgft-bench/perf
+    for item in ${COMPILE_RUNS:-lora:off lora:blocks qlora:off qlora:blocks lora:blocks-liger}; do
+      tuning=${item%%:*} mode=${item#*:} dir=/tmp/cc-${item/:/-}
+      if [ "$SECONDS" -gt "${COMPILE_UNTIL:-420}" ]; then echo "skip $item: time"; continue; fi
+      PYTHONPATH="$PWD/bench/compile_hook:$PYTHONPATH" MGFT_BENCH_COMPILE=$mode \
+        TORCH_LOGS=recompiles,graph_breaks timeout 200 \
+        python -m torch.distributed.run --standalone --nproc-per-node 1 -m mgft_train \
+        --model $work/models/llama-3-8b --dataset $work/sft-llama-3-8b-128-1024-360-0.jsonl \
+        --output $dir --strategy ddp --tuning $tuning --max-steps 30 --lr 0.0002 --seed 0 \
+        --lora-r 16 --random-init true --micro-batch 4 --grad-accum 1 --seq-len 1024 \
+        --save none > "$dir.log" 2>&1 || tail -8 "$dir.log"
+      mkdir -p "$results/compile-ab" && cp "$dir/metrics.json" \
+        "$results/compile-ab/$tuning-$mode.metrics.json" 2>/dev/null || true
+      grep -E "Recompiling|[Gg]raph break|bench-compile" "$dir.log" | cut -c1-400 | head -40 \
+        > "$results/compile-ab/$tuning-$mode.compile.log" || true
+      python -c "import json, sys; m = json.load(open(sys.argv[1])); s = m['step_s']
+print(sys.argv[2], f\"{m['tokens_per_s_after_warmup']:,.0f} tok/s after warm-up,\",
+      f\"median step {m['tokens_per_s_median_step']:,.0f},\",
+      f\"peak {m['peak_memory_bytes'] / 2**30:.1f} GiB, steps 1-3 {s[0]:.1f} {s[1]:.1f}\",
+      f\"{s[2]:.2f} s, loss {m['last_loss']:.4f}\", m['kernels'])" \
+        "$dir/metrics.json" "$tuning-$mode" || true
     done ;;
   4)  # issue 18: the plan's host figure against the measured host memory (zero3-offload)
     timeout 560 python bench/host_memory.py --configs "${HOST_CONFIGS:-1b-full-zero3-offload}" \
