@@ -74,6 +74,24 @@ sft_rows(model, Path('$work/sft-llama-3-8b-128-1024-360-0.jsonl'), 360, (128, 10
       ${item#*:} 2>&1 | grep -v "Backend impl" | tail -16 || true
   done
 }
+ab_run() {  # GROUP TUNING MODE TIMEOUT STEPS: one mgft run of an A/B (the caller sets the
+  # hook's environment), its metrics.json kept as RESULTS/GROUP/TUNING-MODE.metrics.json
+  local group=$1 tuning=$2 mode=$3 limit=$4 steps=$5 work=/tmp/mgft-bench/perf
+  local dir=/tmp/$group-$tuning-$mode
+  timeout "$limit" python -m torch.distributed.run --standalone --nproc-per-node 1 -m mgft_train \
+    --model $work/models/llama-3-8b --dataset $work/sft-llama-3-8b-128-1024-360-0.jsonl \
+    --output "$dir" --strategy ddp --tuning "$tuning" --max-steps "$steps" --lr 0.0002 \
+    --seed 0 --lora-r 16 --random-init true --micro-batch 4 --grad-accum 1 --seq-len 1024 \
+    --save none > "$dir.log" 2>&1 || tail -8 "$dir.log"
+  mkdir -p "$results/$group" && cp "$dir/metrics.json" \
+    "$results/$group/$tuning-$mode.metrics.json" 2>/dev/null || true
+  python -c "import json, sys; m = json.load(open(sys.argv[1])); s = m['step_s']
+print(sys.argv[2], f\"{m['tokens_per_s_after_warmup']:,.0f} tok/s after warm-up,\",
+      f\"median step {m['tokens_per_s_median_step']:,.0f},\",
+      f\"peak {m['peak_memory_bytes'] / 2**30:.1f} GiB, steps 1-3 {s[0]:.1f} {s[1]:.1f}\",
+      f\"{s[2]:.2f} s, loss {m['last_loss']:.4f}\", m['kernels'])" \
+    "$dir/metrics.json" "$tuning-$mode" || true
+}
 case $part in
   1)
     timeout 200 python bench/fp8_layers.py --profile --out "$results/fp8_layers.json" 2>&1 \
@@ -112,49 +130,21 @@ print('quantizer:', fp8._quantizer)" 2>&1 | tail -3
   8)  # the LoRA dropout, three ways in one machine (bench/dropout_hook): peft's stored
       # modules, the fold as an autograd.Function (as shipped), the fold by checkpoint
     profiles 1 0 0  # the assets only (no case)
-    work=/tmp/mgft-bench/perf
     for tuning in qlora lora; do
       for mode in stored function checkpoint; do
-        dir=/tmp/ab-$tuning-$mode
-        PYTHONPATH="$PWD/bench/dropout_hook:$PYTHONPATH" MGFT_BENCH_DROPOUT=$mode timeout 100 \
-          python -m torch.distributed.run --standalone --nproc-per-node 1 -m mgft_train \
-          --model $work/models/llama-3-8b --dataset $work/sft-llama-3-8b-128-1024-360-0.jsonl \
-          --output $dir --strategy ddp --tuning $tuning --max-steps 20 --lr 0.0002 --seed 0 \
-          --lora-r 16 --random-init true --micro-batch 4 --grad-accum 1 --seq-len 1024 \
-          --save none > "$dir.log" 2>&1 || tail -5 "$dir.log"
-        mkdir -p "$results/dropout-ab" && cp "$dir/metrics.json" \
-          "$results/dropout-ab/$tuning-$mode.metrics.json" 2>/dev/null || true
-        python -c "import json, sys; m = json.load(open(sys.argv[1]))
-print(sys.argv[2], f\"{m['tokens_per_s_after_warmup']:,.0f} tok/s after warm-up,\",
-      f\"median step {m['tokens_per_s_median_step']:,.0f},\",
-      f\"peak {m['peak_memory_bytes'] / 2**30:.1f} GiB\", m['kernels'][-1])" \
-          "$dir/metrics.json" "$tuning-$mode" || true
+        PYTHONPATH="$PWD/bench/dropout_hook:$PYTHONPATH" MGFT_BENCH_DROPOUT=$mode \
+          ab_run dropout-ab $tuning $mode 100 20
       done
     done ;;
   9)  # regional torch.compile of the decoder blocks (bench/compile_hook) against the trainer
       # as shipped, one machine, 30 steps each; the compile is paid in steps 1-2
     profiles 1 0 0  # the assets only (no case)
-    work=/tmp/mgft-bench/perf
     for item in ${COMPILE_RUNS:-lora:off lora:blocks qlora:off qlora:blocks lora:blocks-liger}; do
-      tuning=${item%%:*} mode=${item#*:} dir=/tmp/cc-${item/:/-}
       if [ "$SECONDS" -gt "${COMPILE_UNTIL:-420}" ]; then echo "skip $item: time"; continue; fi
-      PYTHONPATH="$PWD/bench/compile_hook:$PYTHONPATH" MGFT_BENCH_COMPILE=$mode \
-        TORCH_LOGS=recompiles,graph_breaks timeout 200 \
-        python -m torch.distributed.run --standalone --nproc-per-node 1 -m mgft_train \
-        --model $work/models/llama-3-8b --dataset $work/sft-llama-3-8b-128-1024-360-0.jsonl \
-        --output $dir --strategy ddp --tuning $tuning --max-steps 30 --lr 0.0002 --seed 0 \
-        --lora-r 16 --random-init true --micro-batch 4 --grad-accum 1 --seq-len 1024 \
-        --save none > "$dir.log" 2>&1 || tail -8 "$dir.log"
-      mkdir -p "$results/compile-ab" && cp "$dir/metrics.json" \
-        "$results/compile-ab/$tuning-$mode.metrics.json" 2>/dev/null || true
-      grep -E "Recompiling|[Gg]raph break|bench-compile" "$dir.log" | cut -c1-400 | head -40 \
-        > "$results/compile-ab/$tuning-$mode.compile.log" || true
-      python -c "import json, sys; m = json.load(open(sys.argv[1])); s = m['step_s']
-print(sys.argv[2], f\"{m['tokens_per_s_after_warmup']:,.0f} tok/s after warm-up,\",
-      f\"median step {m['tokens_per_s_median_step']:,.0f},\",
-      f\"peak {m['peak_memory_bytes'] / 2**30:.1f} GiB, steps 1-3 {s[0]:.1f} {s[1]:.1f}\",
-      f\"{s[2]:.2f} s, loss {m['last_loss']:.4f}\", m['kernels'])" \
-        "$dir/metrics.json" "$tuning-$mode" || true
+      PYTHONPATH="$PWD/bench/compile_hook:$PYTHONPATH" MGFT_BENCH_COMPILE=${item#*:} \
+        TORCH_LOGS=recompiles,graph_breaks ab_run compile-ab "${item%%:*}" "${item#*:}" 200 30
+      grep -E "Recompiling|[Gg]raph break|bench-compile" "/tmp/compile-ab-${item/:/-}.log" \
+        | cut -c1-400 | head -40 > "$results/compile-ab/${item/:/-}.compile.log" || true
     done ;;
   4)  # issue 18: the plan's host figure against the measured host memory (zero3-offload)
     timeout 560 python bench/host_memory.py --configs "${HOST_CONFIGS:-1b-full-zero3-offload}" \
