@@ -16,8 +16,12 @@
 #     stored, folded (autograd.Function), folded (checkpoint), QLoRA and LoRA, one machine
 #   bash bench/issue19_h200.sh 7 bench/results/perf-h100-dropout-fn # ~8 min: the LoRA dropout
 #     fold's cost per adapter, mgft QLoRA, bf16 and FP8 LoRA, profiles of an FP8 and a bf16 step
-#   bash bench/issue19_h200.sh 9 bench/results/perf-compile-blocks # ~8 min: regional compile
+#   bash bench/issue19_h200.sh 9 bench/results/perf-compile-blocks # ~5 min: regional compile
 #     (bench/compile_hook) against the trainer as shipped, LoRA and QLoRA
+#   bash bench/issue19_h200.sh 10 bench/results/perf-compile-blocks # ~6 min: FP8 with and
+#     without the compiled blocks, a profile of a compiled bf16 step
+#   bash bench/issue19_h200.sh 11 bench/results/perf-compile-blocks # ~5 min: FP8 in compiled
+#     blocks beside bf16 eager and compiled
 #
 # Part 1: install the carried wheels, FP8 per layer (bench/fp8_layers.py), then mgft bf16
 #   LoRA, mgft FP8 LoRA and the tuned TRL recipe (30 steps each, one perf.py --out).
@@ -74,15 +78,16 @@ sft_rows(model, Path('$work/sft-llama-3-8b-128-1024-360-0.jsonl'), 360, (128, 10
       ${item#*:} 2>&1 | grep -v "Backend impl" | tail -16 || true
   done
 }
-ab_run() {  # GROUP TUNING MODE TIMEOUT STEPS: one mgft run of an A/B (the caller sets the
-  # hook's environment), its metrics.json kept as RESULTS/GROUP/TUNING-MODE.metrics.json
+ab_run() {  # GROUP TUNING MODE TIMEOUT STEPS [FLAGS]: one mgft run of an A/B (the caller sets
+  # the hook's environment), its metrics.json kept as RESULTS/GROUP/TUNING-MODE.metrics.json
   local group=$1 tuning=$2 mode=$3 limit=$4 steps=$5 work=/tmp/mgft-bench/perf
   local dir=/tmp/$group-$tuning-$mode
+  shift 5
   timeout "$limit" python -m torch.distributed.run --standalone --nproc-per-node 1 -m mgft_train \
     --model $work/models/llama-3-8b --dataset $work/sft-llama-3-8b-128-1024-360-0.jsonl \
     --output "$dir" --strategy ddp --tuning "$tuning" --max-steps "$steps" --lr 0.0002 \
     --seed 0 --lora-r 16 --random-init true --micro-batch 4 --grad-accum 1 --seq-len 1024 \
-    --save none > "$dir.log" 2>&1 || tail -8 "$dir.log"
+    --save none "$@" > "$dir.log" 2>&1 || tail -8 "$dir.log"
   mkdir -p "$results/$group" && cp "$dir/metrics.json" \
     "$results/$group/$tuning-$mode.metrics.json" 2>/dev/null || true
   python -c "import json, sys; m = json.load(open(sys.argv[1])); s = m['step_s']
@@ -145,6 +150,30 @@ print('quantizer:', fp8._quantizer)" 2>&1 | tail -3
         TORCH_LOGS=recompiles,graph_breaks ab_run compile-ab "${item%%:*}" "${item#*:}" 200 30
       grep -E "Recompiling|[Gg]raph break|bench-compile" "/tmp/compile-ab-${item/:/-}.log" \
         | cut -c1-400 | head -40 > "$results/compile-ab/${item/:/-}.compile.log" || true
+    done ;;
+  10)  # after part 9: FP8 with and without the compiled blocks, then a profile of a
+       # compiled bf16 step (what is left once the launches are fused)
+    profiles 1 0 0  # the assets only (no case)
+    for mode in off blocks; do
+      PYTHONPATH="$PWD/bench/compile_hook:$PYTHONPATH" MGFT_BENCH_COMPILE=$mode \
+        TORCH_LOGS=recompiles,graph_breaks ab_run compile-ab lora "$mode-fp8" 200 30 \
+        --kernels fp8
+      grep -E "Recompiling|[Gg]raph break|bench-compile|Error" "/tmp/compile-ab-lora-$mode-fp8.log" \
+        | cut -c1-400 | head -60 > "$results/compile-ab/lora-$mode-fp8.compile.log" || true
+    done
+    PYTHONPATH="$PWD/bench/compile_hook:$PYTHONPATH" MGFT_BENCH_COMPILE=blocks \
+      profiles 240 4 2 "lora-compiled:--tuning lora --kernels auto" ;;
+  11)  # FP8 in compiled blocks (fp8_triton's scalars cast to fp32), beside bf16 eager and
+       # compiled on the same machine
+    profiles 1 0 0  # the assets only (no case)
+    for item in lora:off:auto lora:blocks:fp8 lora:blocks:auto; do
+      IFS=: read -r tuning mode kernels <<< "$item"
+      PYTHONPATH="$PWD/bench/compile_hook:$PYTHONPATH" MGFT_BENCH_COMPILE=$mode \
+        TORCH_LOGS=recompiles,graph_breaks ab_run compile-ab-2 "$tuning" "$mode-$kernels" 200 30 \
+        --kernels "$kernels"
+      grep -E "Recompiling|[Gg]raph break|bench-compile|Error" \
+        "/tmp/compile-ab-2-$tuning-$mode-$kernels.log" | cut -c1-400 | head -60 \
+        > "$results/compile-ab-2/$tuning-$mode-$kernels.compile.log" || true
     done ;;
   4)  # issue 18: the plan's host figure against the measured host memory (zero3-offload)
     timeout 560 python bench/host_memory.py --configs "${HOST_CONFIGS:-1b-full-zero3-offload}" \

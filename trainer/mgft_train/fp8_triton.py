@@ -28,6 +28,9 @@ MAX_COLUMNS = 32768
 @triton.jit
 def _quantize_rows_kernel(x_ptr, q_ptr, scale_ptr, n_cols, x_stride, q_stride, tiny, fmax,
                           inv_fmax, BLOCK: tl.constexpr):
+    # Launched directly, Triton passes Python floats as fp32; inside a torch.compile graph
+    # Inductor passes them as fp64, which div_rn refuses. The values are fp32 numbers.
+    tiny, fmax, inv_fmax = tiny.to(tl.float32), fmax.to(tl.float32), inv_fmax.to(tl.float32)
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, BLOCK)
     inside = cols < n_cols
