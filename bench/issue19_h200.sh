@@ -22,6 +22,8 @@
 #     without the compiled blocks, a profile of a compiled bf16 step
 #   bash bench/issue19_h200.sh 11 bench/results/perf-compile-blocks # ~5 min: FP8 in compiled
 #     blocks beside bf16 eager and compiled
+#   bash bench/issue19_h200.sh 12 bench/results/perf-compile-blocks # ~6 min: the trainer's
+#     --compile blocks, LoRA and QLoRA with activation checkpointing
 #
 # Part 1: install the carried wheels, FP8 per layer (bench/fp8_layers.py), then mgft bf16
 #   LoRA, mgft FP8 LoRA and the tuned TRL recipe (30 steps each, one perf.py --out).
@@ -174,6 +176,15 @@ print('quantizer:', fp8._quantizer)" 2>&1 | tail -3
       grep -E "Recompiling|[Gg]raph break|bench-compile|Error" \
         "/tmp/compile-ab-2-$tuning-$mode-$kernels.log" | cut -c1-400 | head -60 \
         > "$results/compile-ab-2/$tuning-$mode-$kernels.compile.log" || true
+    done ;;
+  12)  # the trainer's own --compile blocks (no hook): LoRA, and QLoRA with activation
+       # checkpointing (the 12 GiB path), each beside --compile none on the same machine
+    profiles 1 0 0  # the assets only (no case)
+    for item in lora:none lora:blocks qlora:none qlora:blocks; do
+      tuning=${item%%:*} choice=${item#*:} extra=()
+      [ "$tuning" = qlora ] && extra=(--activation-checkpointing true)
+      TORCH_LOGS=recompiles,graph_breaks ab_run compile-flag "$tuning" "$choice" 200 30 \
+        --compile "$choice" "${extra[@]}"
     done ;;
   4)  # issue 18: the plan's host figure against the measured host memory (zero3-offload)
     timeout 560 python bench/host_memory.py --configs "${HOST_CONFIGS:-1b-full-zero3-offload}" \

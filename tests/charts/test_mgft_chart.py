@@ -221,7 +221,7 @@ def test_generated_helpers_are_current(request: pytest.FixtureRequest) -> None:
 def test_every_train_field_reaches_the_trainer_from_the_chart(tmp_path: Path) -> None:
     """Each TrainSpec field set to a value other than its default, through helm: the trainer
     parses back exactly what the job file says (so a field added to TrainSpec cannot be
-    missed by the chart)."""
+    missed by the chart). Two value sets: compiled blocks run under ddp only."""
     train = {"model": "/m", "dataset": "/d e.jsonl", "output": "out $(x)", "strategy": "fsdp",
              "tuning": "qlora", "max_steps": 1000000, "epochs": 2.5, "lr": 1e-05,
              "micro_batch": 3, "grad_accum": 7, "seq_len": 333, "seed": 11, "lora_r": 4,
@@ -233,17 +233,21 @@ def test_every_train_field_reaches_the_trainer_from_the_chart(tmp_path: Path) ->
              "save": "final", "save_every": 5, "keep_checkpoints": 1, "save_merged": True,
              "random_init": True, "report_to": ["wandb", "mlflow"],
              "data_cache": "/shared/data cache"}
-    spec = build_spec({"backend": "k8s", "image": "i:1", "train": train, "name": "every"})
+    value_sets = [train, train | {"strategy": "ddp", "compile": "blocks"}]
+    specs = [build_spec({"backend": "k8s", "image": "i:1", "train": t, "name": "every"})
+             for t in value_sets]
     defaults = TrainSpec(model="", dataset="")
     unchanged = [f.name for f in dataclasses.fields(TrainSpec)
                  if f.name not in ("model", "dataset", "eval_dataset")
-                 and getattr(spec.train, f.name) == getattr(defaults, f.name)]
+                 and all(getattr(spec.train, f.name) == getattr(defaults, f.name)
+                         for spec in specs)]
     assert unchanged == [], "give these fields a non-default value in this test"
-    values = {"image": "i:1", "name": "every", "train": train}
-    doc = by_kind(helm_template(values, tmp_path, "default").stdout)["PyTorchJob"]
-    command = doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"][
-        "containers"][0]["command"]
-    assert trainer_spec(command) == spec.train
+    for values_train, spec in zip(value_sets, specs, strict=True):
+        values = {"image": "i:1", "name": "every", "train": values_train}
+        doc = by_kind(helm_template(values, tmp_path, "default").stdout)["PyTorchJob"]
+        command = doc["spec"]["pytorchReplicaSpecs"]["Master"]["template"]["spec"][
+            "containers"][0]["command"]
+        assert trainer_spec(command) == spec.train
 
 
 def test_values_defaults_are_mgft_defaults() -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mgft.contract.env import DistEnv
 from mgft.spec.job import Strategy, TrainSpec
+from mgft.spec.rules.compiled import compile_problem
 from mgft.spec.rules.kernels import fp8_problem
 from mgft.spec.rules.lora_dropout import recompute_problem
 
@@ -66,10 +67,10 @@ def check_precision(spec: TrainSpec) -> None:
 
 
 def check_kernels(spec: TrainSpec) -> None:
-    """--kernels fp8's and --lora-dropout-recompute's rules, as the launcher checks them, for
-    a trainer started by hand (a --tuning full run would otherwise train without FP8, and a
-    zero3 run store its dropout, and never say so)."""
-    for problem in (fp8_problem(spec), recompute_problem(spec)):
+    """--kernels fp8's, --lora-dropout-recompute's and --compile's rules, as the launcher
+    checks them, for a trainer started by hand (a --tuning full run would otherwise train
+    without FP8, and a zero3 run store its dropout, and never say so)."""
+    for problem in (fp8_problem(spec), recompute_problem(spec), compile_problem(spec)):
         if problem:
             raise UsageError(*problem)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 
 import torch
-from mgft.spec.job import Kernels, Strategy, TrainSpec
+from mgft.spec.job import Compile, Kernels, Strategy, TrainSpec
 
 from mgft_train.errors import UsageError
 
@@ -53,7 +53,11 @@ def apply_liger(spec: TrainSpec, device: torch.device, model_type: str) -> list[
             raise UsageError("--kernels", "liger", f"Liger has no kernels for model type "
                              f"{model_type!r}", "use --kernels auto or none")
         return []
-    wanted = {"rms_norm": True, "swiglu": True, "rope": True, "cross_entropy": False,
+    # Compiled blocks (--compile blocks): Inductor fuses the block's ops itself, and Liger's
+    # RoPE would break the graph (compiled.py).
+    liger_blocks = spec.compile is Compile.NONE
+    wanted = {"rms_norm": liger_blocks, "swiglu": liger_blocks, "rope": liger_blocks,
+              "cross_entropy": False,
               "fused_linear_cross_entropy": spec.strategy not in NO_FUSED_LOSS}
     accepted = inspect.signature(patch).parameters
     chosen = {k: v for k, v in wanted.items() if k in accepted}

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 from mgft.spec.families import FAMILIES, supported_line
-from mgft.spec.job import Kernels, Strategy, TrainSpec, Tuning
+from mgft.spec.job import Compile, Kernels, Strategy, TrainSpec, Tuning
 
-from mgft_train import attention, fp8, kernels, lora_dropout, precision
+from mgft_train import attention, compiled, fp8, kernels, lora_dropout, precision
 from mgft_train.distributed import Dist
 from mgft_train.errors import UsageError
 
@@ -73,13 +73,14 @@ def load_model(spec: TrainSpec, ctx: Dist) -> torch.nn.Module:
     if spec.activation_checkpointing:
         # Non-reentrant: works with frozen inputs (LoRA), FSDP2 and ZeRO-3's gathering hooks.
         enable_checkpointing(model)
-    if spec.tuning is Tuning.FULL:
-        return model
-    model = precision.store_adapters(add_lora(model, spec), spec, compute_dtype(ctx.device))
-    if spec.lora_dropout_recompute:  # the same masks, recomputed: not stored
-        lora_dropout.fold(model, spec.strategy)
-    if spec.kernels is Kernels.FP8:
-        fp8.quantize_base(model, ctx.device)  # after peft: only adapted frozen Linears
+    if spec.tuning is not Tuning.FULL:
+        model = precision.store_adapters(add_lora(model, spec), spec, compute_dtype(ctx.device))
+        if spec.lora_dropout_recompute:  # the same masks, recomputed: not stored
+            lora_dropout.fold(model, spec.strategy)
+        if spec.kernels is Kernels.FP8:
+            fp8.quantize_base(model, ctx.device)  # after peft: only adapted frozen Linears
+    if spec.compile is Compile.BLOCKS:  # last: the blocks as they will run
+        compiled.compile_blocks(blocks(model))
     return model
 
 
@@ -194,7 +195,7 @@ def describe(model: torch.nn.Module) -> dict[str, Any]:
     config = getattr(model, "config", None)
     return {"trainable_params": trainable, "total_params": total,
             "quantization": quantization(model), "kernels": kernels.applied() + fp8.applied(model)
-            + lora_dropout.applied(model),
+            + lora_dropout.applied(model) + compiled.applied(model),
             "attention": getattr(config, "_attn_implementation", None),
             # transformers marks each layer it will recompute
             "activation_checkpointing": any(getattr(m, "gradient_checkpointing", False) is True

@@ -33,6 +33,7 @@ mgft.fabricPresets: the static variables of each --fabric preset.
   ["eval_every", "--eval-every", "int"],
   ["data_cache", "--data-cache", "str"],
   ["kernels", "--kernels", "str"],
+  ["compile", "--compile", "str"],
   ["activation_checkpointing", "--activation-checkpointing", "bool"],
   ["lora_dropout_recompute", "--lora-dropout-recompute", "bool"],
   ["precision", "--precision", "str"],

@@ -54,6 +54,13 @@ class Kernels(StrEnum):
     FP8 = "fp8"
 
 
+class Compile(StrEnum):
+    """What torch.compile compiles (mgft_train.compiled)."""
+
+    NONE = "none"
+    BLOCKS = "blocks"  # each transformer block; one graph per block class, every layer reuses it
+
+
 class Precision(StrEnum):
     """Where a trained weight's updates accumulate (mgft_train.precision)."""
 

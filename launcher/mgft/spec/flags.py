@@ -43,6 +43,7 @@ FLAGS: dict[str, str] = {
     "--eval-every": "train.eval_every",
     "--data-cache": "train.data_cache",
     "--kernels": "train.kernels",
+    "--compile": "train.compile",
     "--activation-checkpointing": "train.activation_checkpointing",
     "--lora-dropout-recompute": "train.lora_dropout_recompute",
     "--precision": "train.precision",

@@ -13,6 +13,7 @@ from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_
 
 from mgft.spec.choices import (
     Backend,
+    Compile,
     DataFormat,
     Fabric,
     K8sApi,
@@ -152,6 +153,13 @@ class TrainSpec:
         "frozen base weights quantized once to FP8 (e4m3, per-row scales) for the forward "
         "and input-gradient matmuls; changes the numbers (about 3.5% per matmul); "
         "--tuning lora, --strategy ddp, an H100/H200-class GPU."))] = Kernels.AUTO
+    compile: Annotated[Compile, Field(description=(
+        "blocks: torch.compile each transformer block (one graph per block class, reused by "
+        "every layer; attention stays the trainer's kernel, and Inductor fuses the norms, "
+        "activations and RoPE in place of Liger's). On one H100, 8B LoRA +8-10% tokens/s, "
+        "QLoRA +10-16%, for about 30 s of compiling in the first two steps. The same "
+        "arithmetic, proven per family; dropout masks come from Inductor's random stream. "
+        "--strategy ddp, without --lora-dropout-recompute."))] = Compile.NONE
     activation_checkpointing: Annotated[bool, Field(description=(
         "Recompute each transformer block's activations in the backward pass: about a third "
         "more compute for a fraction of the activation memory."))] = False

@@ -14,6 +14,7 @@ from mgft.spec.errors import fail
 from mgft.spec.job import Backend, JobSpec, SlurmContainer, Strategy, Tuning
 from mgft.spec.names import DNS1035, ENV_NAME, MAX_NAME_LEN
 from mgft.spec.parallel_dims import ParallelDims
+from mgft.spec.rules import compiled as compile_rules
 from mgft.spec.rules import kernels as kernel_rules
 from mgft.spec.rules import lora_dropout as dropout_rules
 from mgft.spec.rules import slurm as slurm_rules
@@ -109,7 +110,8 @@ def _check_tuning(spec: JobSpec) -> None:
         fail("train.save_merged", train.save_merged,
               "--tuning full trains every weight and saves the whole model; there is no "
               "adapter to merge", "drop --save-merged")
-    for problem in (kernel_rules.fp8_problem(train), dropout_rules.recompute_problem(train)):
+    for problem in (kernel_rules.fp8_problem(train), dropout_rules.recompute_problem(train),
+                    compile_rules.compile_problem(train)):
         if problem:
             flag, value, why, fix = problem
             fail(f"train.{flag.removeprefix('--').replace('-', '_')}", value, why, fix)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 from mgft.contract.argv import parse_train, to_argv
-from mgft.spec.job import DataFormat, Kernels, Overlong, Strategy, TrainSpec, Tuning
+from mgft.spec.job import Compile, DataFormat, Kernels, Overlong, Strategy, TrainSpec, Tuning
 
 
 def test_round_trip_with_hostile_values() -> None:
@@ -17,7 +17,8 @@ def test_every_field_is_written() -> None:
         "--model", "--dataset", "--output", "--strategy", "--tuning", "--max-steps", "--epochs",
         "--lr", "--micro-batch", "--grad-accum", "--seq-len", "--seed", "--lora-r",
         "--lora-alpha", "--lora-dropout", "--data-format", "--train-on-prompt", "--packing",
-        "--overlong", "--kernels", "--activation-checkpointing", "--lora-dropout-recompute",
+        "--overlong", "--kernels", "--compile", "--activation-checkpointing",
+        "--lora-dropout-recompute",
         "--precision", "--lora-targets",
         "--save", "--save-every", "--keep-checkpoints", "--save-merged",
         "--random-init", "--report-to"]
@@ -34,7 +35,7 @@ def test_data_options_round_trip_including_booleans() -> None:
 def test_booleans_round_trip() -> None:
     train = TrainSpec(model="m", dataset="d", save_merged=True, random_init=True,
                       kernels=Kernels.NONE, activation_checkpointing=True,
-                      lora_dropout_recompute=True)
+                      lora_dropout_recompute=True, compile=Compile.BLOCKS)
     assert "--save-merged=True" in to_argv(train)
     assert parse_train(to_argv(train)) == train
 

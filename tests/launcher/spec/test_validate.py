@@ -53,6 +53,10 @@ def fails(**flags: Any) -> SpecError:
     *(({"resources.gpus": 2, "train.lora_dropout_recompute": True, "train.strategy": s},
        "--lora-dropout-recompute", True, "--strategy ddp, zero1, zero2 or mp")
       for s in ("fsdp", "zero3", "zero3-offload")),
+    *(({"resources.gpus": 2, "train.compile": "blocks", "train.strategy": s},
+       "--compile", "blocks", "--strategy ddp") for s in ("fsdp", "zero2", "zero3", "mp")),
+    ({"train.compile": "blocks", "train.lora_dropout_recompute": True}, "--compile", "blocks",
+     "drop --lora-dropout-recompute"),
     ({"train.lora_targets": "q_proj;rm -rf"}, "--lora-targets", "q_proj;rm -rf",
      "q_proj,k_proj"),
     ({"backend": "slurm", "max_restarts": 2}, "--max-restarts", 2, "resumes"),
@@ -98,6 +102,11 @@ def test_error_names_field_value_and_fix(flags: dict, field: str, value: Any, fi
     {"resources.gpus": 2, "train.kernels": "fp8", "train.strategy": "ddp"},
     *({"resources.gpus": 2, "train.lora_dropout_recompute": True, "train.strategy": s}
       for s in ("ddp", "zero1", "zero2", "mp")),
+    *({"train.compile": "blocks", "train.tuning": t, "train.kernels": k,
+       "train.activation_checkpointing": True}
+      for t, k in (("lora", "fp8"), ("qlora", "auto"), ("full", "none"))),
+    # --lora-dropout-recompute on a run with nothing to recompute (no dropout) is moot
+    {"train.compile": "blocks", "train.lora_dropout_recompute": True, "train.lora_dropout": 0},
 ])
 def test_valid_combinations_pass(flags: dict) -> None:
     build_spec(merge({}, BASE | flags, []))

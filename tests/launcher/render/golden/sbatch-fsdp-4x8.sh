@@ -58,6 +58,7 @@ srun --ntasks-per-node=1 --kill-on-bad-exit=1 \
   --packing=True \
   --overlong=truncate \
   --kernels=auto \
+  --compile=none \
   --activation-checkpointing=False \
   --lora-dropout-recompute=False \
   --precision=mixed \
