@@ -1,6 +1,8 @@
 """Regional torch.compile of the decoder blocks, measured against the trainer as shipped on
-one machine (issue 19's next lever), the trainer otherwise unchanged: put this directory on
-PYTHONPATH and set MGFT_BENCH_COMPILE to
+one machine (issue 19's next lever) before the trainer had it: how bench/issue19_h200.sh
+parts 9-11 were taken. The trainer's own `--compile blocks` (mgft_train/compiled.py) now
+does what `blocks` does here; part 12 measures it. Put this directory on PYTHONPATH and set
+MGFT_BENCH_COMPILE to
 
     blocks        each decoder block compiled (torch.compile, default mode; one graph per
                   block class, reused by every layer), attention left to the trainer's
