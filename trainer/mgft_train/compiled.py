@@ -46,7 +46,11 @@ def _attention_outside_graphs() -> None:
                                 torch.compiler.disable(attention.packed_attention))
 
 
+def count(model: torch.nn.Module) -> int:
+    """How many of the model's modules run compiled."""
+    return sum(1 for m in model.modules() if getattr(m, "_compiled_call_impl", None))
+
+
 def applied(model: torch.nn.Module) -> list[str]:
     """metrics.json's record: how many blocks run compiled (empty when none)."""
-    count = sum(1 for m in model.modules() if getattr(m, "_compiled_call_impl", None))
-    return [f"{NAME}:{count}-blocks"] if count else []
+    return [f"{NAME}:{n}-blocks"] if (n := count(model)) else []
