@@ -180,7 +180,7 @@ print('quantizer:', fp8._quantizer)" 2>&1 | tail -3
   12)  # the trainer's own --compile blocks (no hook): LoRA, and QLoRA with activation
        # checkpointing (the 12 GiB path), each beside --compile none on the same machine
     profiles 1 0 0  # the assets only (no case)
-    for item in lora:none lora:blocks qlora:none qlora:blocks; do
+    for item in ${FLAG_RUNS:-lora:none lora:blocks qlora:none qlora:blocks}; do
       tuning=${item%%:*} choice=${item#*:} extra=()
       [ "$tuning" = qlora ] && extra=(--activation-checkpointing true)
       TORCH_LOGS=recompiles,graph_breaks ab_run compile-flag "$tuning" "$choice" 200 30 \
