@@ -54,6 +54,26 @@ def test_compiled_blocks_under_activation_checkpointing():
     assert_same(packed_run(model), reference)
 
 
+def test_training_and_eval_shapes_stay_within_the_recompile_limit(caplog):
+    """Packed micro-batches change their token count every step, and held-out evaluation
+    runs the blocks without gradients: each a new guard. Past Dynamo's recompile limit a
+    frame silently runs eager from then on, so the compile must stay within it for the
+    family with the most variants (Gemma-2: sliding and full layers alternate)."""
+    from mgft_train.data.batches import model_inputs
+    from mgft_train.data.packing import collate_packed
+    from mgft_train.tiny_families import samples
+
+    model = compiled_model("gemma2")
+    for lengths in [(5, 13, 21, 30), (7, 9, 40), (12, 12, 12, 12, 3), (30, 31)]:
+        inputs = model_inputs(collate_packed([tuple(samples(lengths))], pad_id=0, flat=True))
+        model.train()
+        model(**inputs).logits.sum().backward()
+        model.eval()
+        with torch.no_grad():
+            model(**inputs)
+    assert not [r for r in caplog.records if "recompile_limit" in r.getMessage()]
+
+
 def test_the_trainer_compiles_only_when_asked(tiny):
     """The record metrics.json keeps, and Liger's block kernels left to Inductor."""
     from mgft_train import model

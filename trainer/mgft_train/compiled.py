@@ -2,8 +2,12 @@
 compilation, as torchtitan does it).
 
 One compiled graph per block class serves every layer (Dynamo inlines the module and takes
-its weights as inputs), so a 32-layer model compiles once, in its first step, plus one
-recompilation to dynamic shapes when the packed token count first changes. Inductor then
+its weights as inputs), so a 32-layer model compiles once, in its first step. The shapes are
+dynamic from the start: packed micro-batches change their token count every step, and a
+graph specialised to the first one would be recompiled at the second (what the measured runs
+did: their steady state was already dynamic); with held-out evaluation and Gemma-2's
+alternating layers, those recompilations reached Dynamo's limit, past which a frame runs
+eager for good. Inductor then
 fuses what runs between the matmuls (norms, SiLU-mul, RoPE, LoRA's scaling and dropout, the
 residual adds) into a few kernels, which is what a step bound by the host's kernel launches
 needs (bench/PERF-NOTES.md §7: 6,600 launches per eager 8B LoRA step).
@@ -34,7 +38,7 @@ def compile_blocks(blocks: Iterable[torch.nn.Module]) -> int:
     _attention_outside_graphs()
     count = 0
     for block in blocks:
-        block.compile()
+        block.compile(dynamic=True)
         count += 1
     return count
 
