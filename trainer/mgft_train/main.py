@@ -113,7 +113,7 @@ def run(spec: TrainSpec, ctx: Dist, env: DistEnv, tokenizer: PreTrainedTokenizer
         console.out(data.summary(dataset, loader))
         if blocks := compiled.count(net):  # the first steps will be slow: say why
             console.out(f"{PROG}: --compile blocks: {blocks} transformer blocks compile in the "
-                        "first two steps (about half a minute on a GPU host)")
+                        "first steps (about half a minute on a GPU host)")
     # The run's length, data start and schedule; on another number of processes than the
     # checkpoint's, mapped to this one (reshard.py).
     plan = reshard.plan(checkpoint.read_state(resume_from) if resume_from else None, spec,
