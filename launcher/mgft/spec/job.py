@@ -157,7 +157,7 @@ class TrainSpec:
         "blocks: torch.compile each transformer block (one graph per block class, reused by "
         "every layer; attention stays the trainer's kernel, and Inductor fuses the norms, "
         "activations and RoPE in place of Liger's). On one H100, 8B LoRA +8-10% tokens/s, "
-        "QLoRA +10-16%, for about 30 s of compiling in the first two steps. The same "
+        "QLoRA +10-16%, for about 30 s of compiling in the first steps. The same "
         "arithmetic, proven per family; dropout masks come from Inductor's random stream. "
         "--strategy ddp, without --lora-dropout-recompute."))] = Compile.NONE
     activation_checkpointing: Annotated[bool, Field(description=(
