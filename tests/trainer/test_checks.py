@@ -2,10 +2,11 @@ from __future__ import annotations
 
 import pytest
 from mgft.contract.env import DistEnv
-from mgft.spec.job import Strategy
+from mgft.spec.job import Compile, Strategy, TrainSpec
 from mgft_train import checkpoint
 from mgft_train.checks import (
     RESULT_NAMES,
+    check_compiler,
     check_dataset_file,
     check_model_dir,
     check_output_dir,
@@ -89,3 +90,15 @@ def test_ddp_runs_alone_and_mp_wants_one_process_per_node():
         check_strategy(Strategy.MP, TORCHRUN)
 
 
+
+
+def test_compile_needs_a_c_compiler_where_it_runs(tmp_path, monkeypatch):
+    spec = TrainSpec(model="m", dataset="d", compile=Compile.BLOCKS)
+    check_compiler(spec)  # this machine has gcc and Python's headers (the tests compile)
+    monkeypatch.delenv("CC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path))  # no compiler on it
+    with pytest.raises(UsageError) as err:
+        check_compiler(spec)
+    assert (err.value.flag, err.value.value) == ("--compile", "blocks")
+    assert "no gcc, clang or cc on PATH" in err.value.problem and "gcc" in err.value.fix
+    check_compiler(TrainSpec(model="m", dataset="d"))  # --compile none needs nothing

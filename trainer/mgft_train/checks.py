@@ -8,10 +8,13 @@ torchrun starts (`mgft.backends.local.inputs`).
 
 from __future__ import annotations
 
+import os
+import shutil
+import sysconfig
 from pathlib import Path
 
 from mgft.contract.env import DistEnv
-from mgft.spec.job import Strategy, TrainSpec
+from mgft.spec.job import Compile, Strategy, TrainSpec
 from mgft.spec.rules.compiled import compile_problem
 from mgft.spec.rules.kernels import fp8_problem
 from mgft.spec.rules.lora_dropout import recompute_problem
@@ -34,6 +37,7 @@ def check_inputs(spec: TrainSpec, env: DistEnv | None = None) -> Path | None:
     check_strategy(spec.strategy, env)
     check_precision(spec)
     check_kernels(spec)
+    check_compiler(spec)
     check_model_dir(spec.model, random_init=spec.random_init)
     check_dataset_file(spec.dataset)
     check_eval(spec)
@@ -73,6 +77,23 @@ def check_kernels(spec: TrainSpec) -> None:
     for problem in (fp8_problem(spec), recompute_problem(spec), compile_problem(spec)):
         if problem:
             raise UsageError(*problem)
+
+
+def check_compiler(spec: TrainSpec) -> None:
+    """--compile blocks needs a C compiler and Python's headers where it runs (Inductor's CPU
+    kernels; Triton's launcher on GPUs); without them the first step would end in a
+    compiler traceback after the model had loaded."""
+    if spec.compile is Compile.NONE:
+        return
+    cc = os.environ.get("CC") or next(
+        (found for name in ("gcc", "clang", "cc") if (found := shutil.which(name))), None)
+    headers = Path(sysconfig.get_paths()["include"]) / "Python.h"
+    if cc is None or not headers.is_file():
+        missing = "a C compiler (CC unset; no gcc, clang or cc on PATH)" if cc is None else \
+            f"Python's headers ({headers})"
+        raise UsageError("--compile", spec.compile.value, f"torch.compile needs {missing} on "
+                         "this node", "install gcc and python3-dev (the mgft CUDA image has "
+                         "them), or use --compile none")
 
 
 def check_model_dir(model: str, *, random_init: bool = False) -> None:
