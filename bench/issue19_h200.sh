@@ -185,7 +185,10 @@ print('quantizer:', fp8._quantizer)" 2>&1 | tail -3
       [ "$tuning" = qlora ] && extra=(--activation-checkpointing true)
       TORCH_LOGS=recompiles,graph_breaks ab_run compile-flag "$tuning" "$choice" 200 30 \
         --compile "$choice" "${extra[@]}"
-    done ;;
+    done
+    python bench/compile_report.py --out "$results/compile-flag" \
+      --pair LoRA lora-none lora-blocks --pair "QLoRA, checkpointing" qlora-none qlora-blocks \
+      || true ;;
   4)  # issue 18: the plan's host figure against the measured host memory (zero3-offload)
     timeout 560 python bench/host_memory.py --configs "${HOST_CONFIGS:-1b-full-zero3-offload}" \
       --out "$results/host-memory.json" 2>&1 | tail -30 || true ;;
