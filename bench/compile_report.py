@@ -21,14 +21,14 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mgft_train.rates import median_tokens_per_s  # the trainer's own rule  # noqa: E402
 from plotting import paired_bars, pyplot, save  # noqa: E402
 
 
 def run_figures(metrics: dict[str, Any]) -> dict[str, float]:
     steps, tokens = metrics["step_s"], metrics["step_tokens"]
-    median_rate = statistics.median(t / s for t, s in zip(tokens, steps, strict=True))
     steady = statistics.median(steps[2:])
-    return {"tokens_per_s_median_step": median_rate,
+    return {"tokens_per_s_median_step": median_tokens_per_s(steps, tokens),
             "peak_gib": metrics["peak_memory_bytes"] / 2**30,
             "first_two_steps_extra_s": max(0.0, steps[0] + steps[1] - 2 * steady),
             "last_loss": metrics["last_loss"]}

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mgft.spec.job import Compile, Strategy, TrainSpec, Tuning
+from mgft.spec.job import Compile, Strategy, TrainSpec
+from mgft.spec.rules.lora_dropout import asks_recompute
 
 COMPILED_UNDER = frozenset({Strategy.DDP})
 
@@ -26,7 +27,7 @@ def compile_problem(train: TrainSpec) -> tuple[str, Any, str, str] | None:
         return ("--compile", train.compile.value, f"compiled blocks are proven under --strategy "
                 f"ddp only, not {train.strategy.value}",
                 "use --strategy ddp, or --compile none")
-    if train.lora_dropout_recompute and train.lora_dropout > 0 and train.tuning is not Tuning.FULL:
+    if asks_recompute(train):
         return ("--compile", train.compile.value, "--lora-dropout-recompute replays a saved "
                 "random state in the backward pass, which a compiled block does not keep",
                 "drop --lora-dropout-recompute, or use --compile none")

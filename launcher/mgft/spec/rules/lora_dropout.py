@@ -21,11 +21,16 @@ from mgft.spec.job import Strategy, TrainSpec, Tuning
 RECOMPUTED_UNDER = frozenset({Strategy.DDP, Strategy.ZERO1, Strategy.ZERO2, Strategy.MP})
 
 
+def asks_recompute(train: TrainSpec) -> bool:
+    """--lora-dropout-recompute with something to recompute: a dropout, and adapters."""
+    return (train.lora_dropout_recompute and train.lora_dropout > 0
+            and train.tuning is not Tuning.FULL)
+
+
 def recompute_problem(train: TrainSpec) -> tuple[str, Any, str, str] | None:
     """(flag, value, problem, fix) where --lora-dropout-recompute cannot run as asked (with
     no dropout, or no adapters, there is nothing to recompute anywhere)."""
-    if (not train.lora_dropout_recompute or train.strategy in RECOMPUTED_UNDER
-            or train.lora_dropout == 0 or train.tuning is Tuning.FULL):
+    if not asks_recompute(train) or train.strategy in RECOMPUTED_UNDER:
         return None
     return ("--lora-dropout-recompute", True, f"--strategy {train.strategy.value} gathers "
             "each adapter weight around its own module's forward, which a recomputation in "
